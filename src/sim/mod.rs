@@ -1,0 +1,1 @@
+//! BMS simulator (placeholder; filled in by the simulator work).

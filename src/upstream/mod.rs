@@ -1,0 +1,3 @@
+//! Everything that talks to the cloud: request signing, accounts and the HTTP client.
+
+pub mod signer;
