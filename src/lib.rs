@@ -2,9 +2,22 @@
 //!
 //! Callers present an internal JWT; the gateway authenticates it, authorizes the caller for
 //! the project and server, applies a per-user rate limit, serves a cached console URL or asks
-//! the cloud for a new one with centrally held service credentials, and records metrics, an
-//! access log and an audit trail. See `pipeline` for the request lifecycle.
+//! the cloud for a new one with centrally held service credentials, and records metrics and an
+//! access log. `pipeline` holds the request lifecycle; `server` starts everything.
 
+pub mod admin;
+pub mod auth;
+pub mod bms;
+pub mod cache;
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod mint;
+pub mod pipeline;
+pub mod ratelimit;
 pub mod secret;
+pub mod server;
 pub mod sim;
+pub mod state;
+pub mod telemetry;
 pub mod upstream;

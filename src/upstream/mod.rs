@@ -1,3 +1,9 @@
-//! Everything that talks to the cloud: request signing, accounts and the HTTP client.
+//! Everything that talks to the cloud: which account serves a project (`accounts`), how a
+//! request is signed (`signer`), and the HTTP client that sends it (`client`).
 
+pub mod accounts;
+pub mod client;
 pub mod signer;
+
+pub use accounts::{Account, Accounts};
+pub use client::UpstreamClient;

@@ -1,0 +1,195 @@
+//! The public keys each issuer signs with, loaded from JWKS documents or PEM files.
+//!
+//! Every key is bound, when it is loaded, to the algorithms it may verify: the JWK's own `alg`
+//! when it names one, else the algorithms of its key type (and curve). A token's `alg` must be
+//! on that list *and* on the issuer's allow-list, so the algorithm is never taken from the token
+//! alone and a public key can never be used as an HMAC secret: symmetric (`oct`) keys are not
+//! loaded at all.
+
+use std::path::Path;
+
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, KeyAlgorithm, PublicKeyUse};
+use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
+
+/// One verification key.
+#[derive(Clone)]
+pub struct VerifyKey {
+    pub kid: Option<String>,
+    pub algorithms: Vec<Algorithm>,
+    pub key: DecodingKey,
+}
+
+/// All keys of one issuer.
+#[derive(Clone, Default)]
+pub struct KeySet {
+    keys: Vec<VerifyKey>,
+}
+
+impl KeySet {
+    pub fn new(keys: Vec<VerifyKey>) -> KeySet {
+        KeySet { keys }
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Keys that may verify a token with this `kid` and `alg`. The `kid` is only ever compared
+    /// with the ids of keys already loaded, never used to find a key anywhere else.
+    pub fn candidates<'a>(
+        &'a self,
+        kid: Option<&'a str>,
+        alg: Algorithm,
+    ) -> impl Iterator<Item = &'a VerifyKey> + 'a {
+        self.keys.iter().filter(move |k| {
+            k.algorithms.contains(&alg)
+                && match kid {
+                    Some(kid) => k.kid.as_deref() == Some(kid),
+                    None => true,
+                }
+        })
+    }
+
+    pub fn into_keys(self) -> Vec<VerifyKey> {
+        self.keys
+    }
+
+    pub fn has_kid(&self, kid: &str) -> bool {
+        self.keys.iter().any(|k| k.kid.as_deref() == Some(kid))
+    }
+}
+
+/// Parses an algorithm name from config. HMAC algorithms are refused: this gateway only
+/// accepts tokens signed with an identity provider's private key.
+pub fn parse_algorithm(name: &str) -> Result<Algorithm, String> {
+    let alg: Algorithm = name.parse().map_err(|_| {
+        format!("unknown algorithm {name:?}; use one of RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA")
+    })?;
+    if alg.family() == AlgorithmFamily::Hmac {
+        return Err(format!(
+            "{name} needs a shared secret, which this gateway does not accept; use an asymmetric algorithm"
+        ));
+    }
+    Ok(alg)
+}
+
+/// Loads a JWKS document. Keys marked for encryption, symmetric keys and keys of unsupported
+/// types are skipped; a document with no usable key is an error.
+pub fn load_jwks_file(path: &Path) -> Result<KeySet, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read JWKS file {}: {e}", path.display()))?;
+    parse_jwks(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Parses a JWKS document (see [`load_jwks_file`]).
+pub fn parse_jwks(text: &str) -> Result<KeySet, String> {
+    let set: JwkSet =
+        serde_json::from_str(text).map_err(|e| format!("not a JWKS document: {e}"))?;
+    let mut keys = Vec::new();
+    for jwk in &set.keys {
+        if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
+            continue;
+        }
+        let Some(family_algs) = algorithms_for_key(&jwk.algorithm) else {
+            continue;
+        };
+        let algorithms = match jwk.common.key_algorithm {
+            None => family_algs,
+            Some(declared) => match key_algorithm(declared) {
+                Some(alg) if family_algs.contains(&alg) => vec![alg],
+                // A JWK whose `alg` contradicts its key type is unusable, not a wildcard.
+                _ => continue,
+            },
+        };
+        let Ok(key) = DecodingKey::from_jwk(jwk) else {
+            continue;
+        };
+        keys.push(VerifyKey {
+            kid: jwk.common.key_id.clone(),
+            algorithms,
+            key,
+        });
+    }
+    if keys.is_empty() {
+        return Err("the JWKS holds no usable signing key".into());
+    }
+    Ok(KeySet { keys })
+}
+
+/// Loads one PEM public key for the given algorithm.
+pub fn load_pem_key(path: &Path, alg: Algorithm, kid: Option<String>) -> Result<VerifyKey, String> {
+    let pem =
+        std::fs::read(path).map_err(|e| format!("cannot read key file {}: {e}", path.display()))?;
+    let key = match alg.family() {
+        AlgorithmFamily::Rsa => DecodingKey::from_rsa_pem(&pem),
+        AlgorithmFamily::Ec => DecodingKey::from_ec_pem(&pem),
+        AlgorithmFamily::Ed => DecodingKey::from_ed_pem(&pem),
+        AlgorithmFamily::Hmac => return Err("HMAC keys are not accepted".into()),
+    }
+    .map_err(|e| {
+        format!(
+            "{} is not a {alg:?} public key in PEM form: {e}",
+            path.display()
+        )
+    })?;
+    Ok(VerifyKey {
+        kid,
+        algorithms: vec![alg],
+        key,
+    })
+}
+
+/// The algorithms a JWK's key type (and curve) can verify; `None` for key types never used.
+fn algorithms_for_key(params: &AlgorithmParameters) -> Option<Vec<Algorithm>> {
+    match params {
+        AlgorithmParameters::RSA(_) => Some(AlgorithmFamily::Rsa.algorithms().to_vec()),
+        AlgorithmParameters::EllipticCurve(ec) => match ec.curve {
+            EllipticCurve::P256 => Some(vec![Algorithm::ES256]),
+            EllipticCurve::P384 => Some(vec![Algorithm::ES384]),
+            _ => None,
+        },
+        AlgorithmParameters::OctetKeyPair(okp) => match okp.curve {
+            EllipticCurve::Ed25519 => Some(vec![Algorithm::EdDSA]),
+            _ => None,
+        },
+        // Symmetric keys are never loaded: a JWKS is public, an HMAC secret is not.
+        _ => None,
+    }
+}
+
+fn key_algorithm(alg: KeyAlgorithm) -> Option<Algorithm> {
+    Some(match alg {
+        KeyAlgorithm::ES256 => Algorithm::ES256,
+        KeyAlgorithm::ES384 => Algorithm::ES384,
+        KeyAlgorithm::RS256 => Algorithm::RS256,
+        KeyAlgorithm::RS384 => Algorithm::RS384,
+        KeyAlgorithm::RS512 => Algorithm::RS512,
+        KeyAlgorithm::PS256 => Algorithm::PS256,
+        KeyAlgorithm::PS384 => Algorithm::PS384,
+        KeyAlgorithm::PS512 => Algorithm::PS512,
+        KeyAlgorithm::EdDSA => Algorithm::EdDSA,
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hmac_algorithms_are_refused_in_config() {
+        assert!(parse_algorithm("HS256").is_err());
+        assert!(parse_algorithm("none").is_err());
+        assert_eq!(parse_algorithm("ES256").unwrap(), Algorithm::ES256);
+    }
+
+    #[test]
+    fn symmetric_jwks_keys_are_never_loaded() {
+        let jwks = r#"{"keys":[{"kty":"oct","k":"c2VjcmV0","alg":"HS256","kid":"h"}]}"#;
+        assert!(parse_jwks(jwks).is_err());
+    }
+}

@@ -1,0 +1,228 @@
+//! Authorization: may this caller open a console on this project's server?
+//!
+//! The policy is a list of allow rules from config. A rule applies to a caller when every
+//! condition it names holds (subject in its list, each named claim holding one of the listed
+//! values), and then grants its projects, optionally narrowed to servers. The first rule that
+//! applies and grants the target wins; when none does, the answer is deny.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::auth::Caller;
+use crate::bms::ConsoleTarget;
+use crate::config::PolicyConfig;
+
+/// The policy's answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    Allow {
+        /// Name of the rule that allowed it, for logs and audit.
+        rule: Arc<str>,
+        /// Rate-limit tier the rule assigns, if any.
+        tier: Option<Arc<str>>,
+    },
+    Deny,
+}
+
+/// A set of strings, or everything (`*`).
+#[derive(Debug)]
+enum Matcher {
+    Any,
+    OneOf(Vec<String>),
+}
+
+impl Matcher {
+    fn from_list(items: &[String]) -> Matcher {
+        if items.is_empty() || items.iter().any(|i| i == "*") {
+            Matcher::Any
+        } else {
+            Matcher::OneOf(items.iter().map(|i| i.to_ascii_lowercase()).collect())
+        }
+    }
+
+    fn matches_ci(&self, value: &str) -> bool {
+        match self {
+            Matcher::Any => true,
+            Matcher::OneOf(items) => items.iter().any(|i| i.eq_ignore_ascii_case(value)),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Rule {
+    name: Arc<str>,
+    /// Subjects are compared exactly (case matters in identities); `None` means any.
+    subjects: Option<Vec<String>>,
+    claims: Vec<(String, Vec<String>)>,
+    projects: Matcher,
+    servers: Matcher,
+    tier: Option<Arc<str>>,
+}
+
+/// The compiled policy.
+#[derive(Debug)]
+pub struct Policy {
+    rules: Vec<Rule>,
+}
+
+impl Policy {
+    pub fn from_config(config: &PolicyConfig) -> Policy {
+        let rules = config
+            .rules
+            .iter()
+            .map(|r| Rule {
+                name: Arc::from(r.name.as_str()),
+                subjects: if r.subjects.is_empty() || r.subjects.iter().any(|s| s == "*") {
+                    None
+                } else {
+                    Some(r.subjects.clone())
+                },
+                claims: r
+                    .claims
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+                projects: Matcher::from_list(&r.projects),
+                servers: Matcher::from_list(&r.servers),
+                tier: r.rate_limit_tier.as_deref().map(Arc::from),
+            })
+            .collect();
+        Policy { rules }
+    }
+
+    /// Decides for one caller and target. Default deny.
+    pub fn decide(&self, caller: &Caller, target: &ConsoleTarget) -> Decision {
+        for rule in &self.rules {
+            if rule.applies_to(caller)
+                && rule.projects.matches_ci(target.project.as_str())
+                && rule.servers.matches_ci(target.server.as_str())
+            {
+                return Decision::Allow {
+                    rule: rule.name.clone(),
+                    tier: rule.tier.clone(),
+                };
+            }
+        }
+        Decision::Deny
+    }
+}
+
+impl Rule {
+    fn applies_to(&self, caller: &Caller) -> bool {
+        if let Some(subjects) = &self.subjects {
+            if !subjects.iter().any(|s| s == &caller.subject) {
+                return false;
+            }
+        }
+        self.claims
+            .iter()
+            .all(|(name, accepted)| claim_holds_one_of(caller.claims.get(name), name, accepted))
+    }
+}
+
+/// A claim matches when it is a string equal to an accepted value, an array holding one, or,
+/// for OAuth's space-separated `scope`, a string with one among its words.
+fn claim_holds_one_of(claim: Option<&Value>, name: &str, accepted: &[String]) -> bool {
+    let ok = |v: &str| accepted.iter().any(|a| a == v);
+    match claim {
+        Some(Value::String(s)) if name == "scope" => s.split(' ').any(ok),
+        Some(Value::String(s)) => ok(s),
+        Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).any(ok),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bms::{ProjectId, ServerId};
+    use crate::config::RuleConfig;
+    use serde_json::json;
+
+    const P: &str = "bbf1946d374b44a0a2a95533562ba954";
+    const S: &str = "cf2a8b97-b5c6-47ef-9714-eb27adf26e5b";
+
+    fn caller(sub: &str, claims: Value) -> Caller {
+        Caller {
+            subject: sub.into(),
+            issuer_name: Arc::from("t"),
+            claims: Arc::new(claims.as_object().unwrap().clone()),
+            expires_at: 0,
+        }
+    }
+
+    fn target(server: &str) -> ConsoleTarget {
+        ConsoleTarget {
+            project: ProjectId::parse(P).unwrap(),
+            server: ServerId::parse(server).unwrap(),
+        }
+    }
+
+    fn rule(
+        name: &str,
+        subjects: &[&str],
+        claims: &[(&str, &[&str])],
+        servers: &[&str],
+    ) -> RuleConfig {
+        RuleConfig {
+            name: name.into(),
+            subjects: subjects.iter().map(|s| s.to_string()).collect(),
+            claims: claims
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.iter().map(|s| s.to_string()).collect()))
+                .collect(),
+            projects: vec![P.into()],
+            servers: servers.iter().map(|s| s.to_string()).collect(),
+            rate_limit_tier: None,
+        }
+    }
+
+    #[test]
+    fn default_deny_and_first_matching_rule_wins() {
+        let policy = Policy::from_config(&PolicyConfig {
+            rules: vec![
+                rule("ops", &[], &[("groups", &["ops"])], &[]),
+                rule("alice-one-server", &["alice"], &[], &[S]),
+            ],
+        });
+        let other = "00000000-0000-4000-8000-000000000000";
+        assert!(matches!(
+            policy.decide(&caller("bob", json!({"groups": ["dev", "ops"]})), &target(other)),
+            Decision::Allow { rule, .. } if &*rule == "ops"
+        ));
+        assert!(matches!(
+            policy.decide(&caller("alice", json!({})), &target(S)),
+            Decision::Allow { rule, .. } if &*rule == "alice-one-server"
+        ));
+        assert_eq!(
+            policy.decide(&caller("alice", json!({})), &target(other)),
+            Decision::Deny
+        );
+        assert_eq!(
+            policy.decide(&caller("mallory", json!({"groups": "opsx"})), &target(S)),
+            Decision::Deny
+        );
+    }
+
+    #[test]
+    fn scope_claims_match_by_word() {
+        let policy = Policy::from_config(&PolicyConfig {
+            rules: vec![rule("scoped", &[], &[("scope", &["bms:console"])], &["*"])],
+        });
+        assert!(matches!(
+            policy.decide(
+                &caller("x", json!({"scope": "openid bms:console"})),
+                &target(S)
+            ),
+            Decision::Allow { .. }
+        ));
+        assert_eq!(
+            policy.decide(
+                &caller("x", json!({"scope": "openid bms:consoles"})),
+                &target(S)
+            ),
+            Decision::Deny
+        );
+    }
+}

@@ -1,0 +1,378 @@
+//! BMS wire types: the `remote_console` request and response bodies, path parameters, and the
+//! parsing of the two error shapes the cloud answers with.
+//!
+//! The gateway speaks exactly the BMS API to its callers, so an official Huawei SDK pointed at
+//! the gateway works unchanged.
+
+use std::fmt;
+
+use http::StatusCode;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{GatewayError, UpstreamError};
+
+/// The only protocol and type the API accepts.
+pub const SERIAL: &str = "serial";
+
+/// The exact body the gateway sends upstream. The gateway only ever asks for a serial console,
+/// so the bytes (and their hash, for signing) are the same for every request.
+pub const UPSTREAM_REQUEST_BODY: &[u8] =
+    br#"{"remote_console":{"protocol":"serial","type":"serial"}}"#;
+
+/// A 32-hex-character project id, lower- or upper-case as the caller sent it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ProjectId(String);
+
+impl ProjectId {
+    pub fn parse(text: &str) -> Result<ProjectId, GatewayError> {
+        if text.len() == 32 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
+            Ok(ProjectId(text.to_string()))
+        } else {
+            Err(GatewayError::InvalidProjectId)
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A server id in the canonical 8-4-4-4-12 UUID form.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServerId(String);
+
+impl ServerId {
+    pub fn parse(text: &str) -> Result<ServerId, GatewayError> {
+        let bytes = text.as_bytes();
+        let well_formed = bytes.len() == 36
+            && bytes.iter().enumerate().all(|(i, b)| match i {
+                8 | 13 | 18 | 23 => *b == b'-',
+                _ => b.is_ascii_hexdigit(),
+            });
+        if well_formed {
+            Ok(ServerId(text.to_string()))
+        } else {
+            Err(GatewayError::InvalidServerId)
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// What the route `/v1/{project_id}/baremetalservers/{server_id}/remote_console` names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConsoleTarget {
+    pub project: ProjectId,
+    pub server: ServerId,
+}
+
+/// Outcome of matching a request path against the one route the gateway serves.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RouteMatch {
+    RemoteConsole(Result<ConsoleTarget, GatewayError>),
+    NoRoute,
+}
+
+/// Matches the remote_console route (a trailing slash is accepted, as the cloud signs both the
+/// same) and validates its path parameters.
+pub fn match_route(path: &str) -> RouteMatch {
+    let trimmed = path.strip_suffix('/').unwrap_or(path);
+    let mut parts = trimmed.split('/');
+    let shape = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    );
+    match shape {
+        (
+            Some(""),
+            Some("v1"),
+            Some(project),
+            Some("baremetalservers"),
+            Some(server),
+            Some("remote_console"),
+            None,
+        ) => RouteMatch::RemoteConsole(ProjectId::parse(project).and_then(|project| {
+            Ok(ConsoleTarget {
+                project,
+                server: ServerId::parse(server)?,
+            })
+        })),
+        _ => RouteMatch::NoRoute,
+    }
+}
+
+/// The body callers send: `{"remote_console":{"protocol":"serial","type":"serial"}}`.
+#[derive(Debug, Deserialize)]
+struct RemoteConsoleRequestBody {
+    remote_console: Option<RemoteConsoleRequestFields>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RemoteConsoleRequestFields {
+    protocol: Option<serde_json::Value>,
+    #[serde(rename = "type")]
+    kind: Option<serde_json::Value>,
+}
+
+/// A validated request for a console: today only serial/serial exists.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ConsoleKind {
+    pub protocol: &'static str,
+    pub kind: &'static str,
+}
+
+/// Decodes and validates a request body, naming the field that is wrong.
+pub fn parse_request_body(body: &[u8]) -> Result<ConsoleKind, GatewayError> {
+    let parsed: RemoteConsoleRequestBody =
+        serde_json::from_slice(body).map_err(|_| GatewayError::MalformedBody)?;
+    let fields = parsed.remote_console.ok_or(GatewayError::InvalidField {
+        field: "remote_console",
+        reason: "is required",
+    })?;
+    check_serial(fields.protocol, "remote_console.protocol")?;
+    check_serial(fields.kind, "remote_console.type")?;
+    Ok(ConsoleKind {
+        protocol: SERIAL,
+        kind: SERIAL,
+    })
+}
+
+fn check_serial(value: Option<serde_json::Value>, field: &'static str) -> Result<(), GatewayError> {
+    match value {
+        None => Err(GatewayError::InvalidField {
+            field,
+            reason: "is required",
+        }),
+        Some(serde_json::Value::String(s)) if s == SERIAL => Ok(()),
+        Some(_) => Err(GatewayError::InvalidField {
+            field,
+            reason: "must be \"serial\"",
+        }),
+    }
+}
+
+/// A console URL. It carries a bearer token in its query string, so it never prints itself.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ConsoleUrl(String);
+
+impl ConsoleUrl {
+    pub fn new(url: String) -> ConsoleUrl {
+        ConsoleUrl(url)
+    }
+
+    /// The URL itself. Call only where it goes into a success body.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ConsoleUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ConsoleUrl([redacted])")
+    }
+}
+
+/// The success body, in the cloud's field order.
+#[derive(Serialize)]
+struct RemoteConsoleResponseBody<'a> {
+    remote_console: RemoteConsoleResponseFields<'a>,
+}
+
+#[derive(Serialize)]
+struct RemoteConsoleResponseFields<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    protocol: &'a str,
+    url: &'a str,
+}
+
+/// Renders the success body `{"remote_console":{"type","protocol","url"}}`.
+pub fn render_console(kind: &ConsoleKind, url: &ConsoleUrl) -> Vec<u8> {
+    serde_json::to_vec(&RemoteConsoleResponseBody {
+        remote_console: RemoteConsoleResponseFields {
+            kind: kind.kind,
+            protocol: kind.protocol,
+            url: url.expose(),
+        },
+    })
+    .unwrap_or_default()
+}
+
+#[derive(Deserialize)]
+struct UpstreamSuccess {
+    remote_console: UpstreamSuccessFields,
+}
+
+#[derive(Deserialize)]
+struct UpstreamSuccessFields {
+    url: String,
+}
+
+/// Reads a 200 answer from the cloud. A body without an `https://` URL is not a console the
+/// gateway will hand out.
+pub fn parse_upstream_success(body: &[u8]) -> Result<ConsoleUrl, GatewayError> {
+    let parsed: UpstreamSuccess =
+        serde_json::from_slice(body).map_err(|_| GatewayError::UpstreamBadResponse)?;
+    let url = parsed.remote_console.url;
+    if !url.starts_with("https://") || url.len() > 4096 {
+        return Err(GatewayError::UpstreamBadResponse);
+    }
+    Ok(ConsoleUrl(url))
+}
+
+/// Longest upstream error message passed on to callers.
+const MAX_UPSTREAM_MESSAGE: usize = 512;
+
+/// Reads an error answer from the cloud in the order the official SDKs use: flat
+/// `error_code`/`error_msg`, then `errorCode`/`errorMsg`, then `code`/`message` (at the top or
+/// nested, as in `{"error":{"code","message"}}`), else the status code as the code.
+pub fn parse_upstream_error(status: StatusCode, body: &[u8]) -> UpstreamError {
+    let value: Option<serde_json::Value> = serde_json::from_slice(body).ok();
+    let found = value.as_ref().and_then(find_code_and_message);
+    let (code, message) = match found {
+        Some((code, message)) => (code, message),
+        None => (
+            status.as_u16().to_string(),
+            status
+                .canonical_reason()
+                .unwrap_or("upstream error")
+                .to_string(),
+        ),
+    };
+    UpstreamError {
+        status,
+        code: truncate(code, 64),
+        message: truncate(message, MAX_UPSTREAM_MESSAGE),
+        request_id: None,
+    }
+}
+
+fn find_code_and_message(value: &serde_json::Value) -> Option<(String, String)> {
+    let obj = value.as_object()?;
+    for (code_key, msg_key) in [
+        ("error_code", "error_msg"),
+        ("errorCode", "errorMsg"),
+        ("code", "message"),
+    ] {
+        if let Some(code) = obj.get(code_key) {
+            let code = match code {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            let message = obj
+                .get(msg_key)
+                .and_then(|m| m.as_str())
+                .unwrap_or_default()
+                .to_string();
+            return Some((code, message));
+        }
+    }
+    obj.values()
+        .filter(|v| v.is_object())
+        .find_map(find_code_and_message)
+}
+
+fn truncate(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut cut = max;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const P: &str = "bbf1946d374b44a0a2a95533562ba954";
+    const S: &str = "cf2a8b97-b5c6-47ef-9714-eb27adf26e5b";
+
+    #[test]
+    fn route_matches_with_and_without_trailing_slash() {
+        for path in [
+            format!("/v1/{P}/baremetalservers/{S}/remote_console"),
+            format!("/v1/{P}/baremetalservers/{S}/remote_console/"),
+        ] {
+            match match_route(&path) {
+                RouteMatch::RemoteConsole(Ok(t)) => {
+                    assert_eq!(t.project.as_str(), P);
+                    assert_eq!(t.server.as_str(), S);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn bad_path_parameters_are_named() {
+        let bad_project = format!("/v1/xyz/baremetalservers/{S}/remote_console");
+        assert_eq!(
+            match_route(&bad_project),
+            RouteMatch::RemoteConsole(Err(GatewayError::InvalidProjectId))
+        );
+        let bad_server = format!("/v1/{P}/baremetalservers/not-a-uuid/remote_console");
+        assert_eq!(
+            match_route(&bad_server),
+            RouteMatch::RemoteConsole(Err(GatewayError::InvalidServerId))
+        );
+        assert_eq!(match_route("/v1/x"), RouteMatch::NoRoute);
+        assert_eq!(
+            match_route(&format!("/v1/{P}/baremetalservers/{S}/remote_console/x")),
+            RouteMatch::NoRoute
+        );
+    }
+
+    #[test]
+    fn body_fields_are_checked_and_named() {
+        assert!(
+            parse_request_body(br#"{"remote_console":{"protocol":"serial","type":"serial"}}"#)
+                .is_ok()
+        );
+        let err = parse_request_body(br#"{"remote_console":{"protocol":"vnc","type":"serial"}}"#)
+            .unwrap_err();
+        assert!(err.message().contains("remote_console.protocol"));
+        let err = parse_request_body(br#"{"remote_console":{"protocol":"serial"}}"#).unwrap_err();
+        assert!(err.message().contains("remote_console.type"));
+        assert_eq!(
+            parse_request_body(b"{nope").unwrap_err(),
+            GatewayError::MalformedBody
+        );
+    }
+
+    #[test]
+    fn both_upstream_error_shapes_parse() {
+        let nested = parse_upstream_error(
+            StatusCode::BAD_REQUEST,
+            br#"{"error":{"message":"The server does not exist.","code":"BMS.0040"}}"#,
+        );
+        assert_eq!(nested.code, "BMS.0040");
+        assert_eq!(nested.message, "The server does not exist.");
+        let flat = parse_upstream_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            br#"{"error_code":"APIGW.0308","error_msg":"throttled","request_id":"x"}"#,
+        );
+        assert_eq!(flat.code, "APIGW.0308");
+        let html = parse_upstream_error(StatusCode::BAD_GATEWAY, b"<html>");
+        assert_eq!(html.code, "502");
+    }
+
+    #[test]
+    fn console_urls_never_print() {
+        let url = parse_upstream_success(
+            br#"{"remote_console":{"type":"serial","protocol":"serial","url":"https://c/?token=abc"}}"#,
+        )
+        .unwrap();
+        assert!(!format!("{url:?}").contains("abc"));
+        assert!(parse_upstream_success(br#"{"remote_console":{"url":"http://c/"}}"#).is_err());
+    }
+}

@@ -1,0 +1,260 @@
+//! The console-URL cache, with request coalescing.
+//!
+//! A console URL is good for a short while, and many tools ask for the same server at once, so
+//! the gateway keeps each URL for at most the configured TTL and lets concurrent misses for one
+//! key share a single upstream call.
+//!
+//! Invariants:
+//! - an entry is never served once it is `ttl` old, measured on the injected clock from the
+//!   moment the cloud's answer arrived (moka's own TTL only reclaims memory);
+//! - errors are never stored: a failed fetch is shared with the callers waiting on it, and the
+//!   next request tries again;
+//! - at most one upstream call per key is in flight. The fetch runs in its own task, so a
+//!   caller that disconnects does not cancel it for the others, and the task stores the URL
+//!   before it leaves the in-flight table (under the table's lock), so a request arriving in
+//!   between sees one or the other, never neither.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::future::{BoxFuture, FutureExt, Shared};
+use moka::sync::Cache;
+
+use crate::bms::ConsoleUrl;
+use crate::clock::SharedClock;
+use crate::error::GatewayError;
+
+/// What a cached URL is keyed by. `user` is set only with `scope = "per-user"`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct CacheKey {
+    pub project: String,
+    pub server: String,
+    pub protocol: &'static str,
+    pub kind: &'static str,
+    pub user: Option<String>,
+}
+
+/// A URL as the cloud gave it.
+#[derive(Clone, Debug)]
+pub struct Fetched {
+    pub url: ConsoleUrl,
+    /// The cloud's `X-Request-Id` for the call that produced this URL.
+    pub upstream_request_id: Option<String>,
+}
+
+#[derive(Clone)]
+struct Entry {
+    fetched: Arc<Fetched>,
+    fetched_at_nanos: u64,
+}
+
+/// How a request was served, for the `X-Cache` header and metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CacheOutcome {
+    /// Served from memory.
+    Hit,
+    /// This request made the upstream call.
+    Miss,
+    /// This request waited for another request's upstream call.
+    Coalesced,
+}
+
+impl CacheOutcome {
+    /// `X-Cache` value: a coalesced wait got a fresh URL from the cloud, so it is a miss.
+    pub fn header_value(self) -> &'static str {
+        match self {
+            CacheOutcome::Hit => "hit",
+            CacheOutcome::Miss | CacheOutcome::Coalesced => "miss",
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            CacheOutcome::Hit => "hit",
+            CacheOutcome::Miss => "miss",
+            CacheOutcome::Coalesced => "coalesced",
+        }
+    }
+}
+
+type FetchResult = Result<Arc<Fetched>, GatewayError>;
+type SharedFetch = Shared<BoxFuture<'static, FetchResult>>;
+
+struct Inner {
+    /// `None` when the cache is off (TTL 0): requests still coalesce, nothing is kept.
+    entries: Option<Cache<CacheKey, Entry>>,
+    ttl_nanos: u64,
+    in_flight: Mutex<HashMap<CacheKey, SharedFetch>>,
+    clock: SharedClock,
+}
+
+/// The cache. Cloning shares it.
+#[derive(Clone)]
+pub struct ConsoleCache {
+    inner: Arc<Inner>,
+}
+
+impl ConsoleCache {
+    pub fn new(ttl: Duration, max_entries: u64, clock: SharedClock) -> ConsoleCache {
+        let entries = (!ttl.is_zero()).then(|| {
+            Cache::builder()
+                .max_capacity(max_entries)
+                .time_to_live(ttl)
+                .build()
+        });
+        ConsoleCache {
+            inner: Arc::new(Inner {
+                entries,
+                ttl_nanos: ttl.as_nanos() as u64,
+                in_flight: Mutex::new(HashMap::new()),
+                clock,
+            }),
+        }
+    }
+
+    /// Returns a fresh cached URL, or joins (or starts) the one upstream call for `key`.
+    /// With `force_refresh` the cached entry is skipped, but an upstream call already in flight
+    /// is still shared: its URL is newer than anything cached.
+    pub async fn get_or_fetch<F, Fut>(
+        &self,
+        key: CacheKey,
+        force_refresh: bool,
+        fetch: F,
+    ) -> (FetchResult, CacheOutcome)
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Fetched, GatewayError>> + Send + 'static,
+    {
+        if !force_refresh {
+            if let Some(hit) = self.fresh(&key) {
+                return (Ok(hit), CacheOutcome::Hit);
+            }
+        }
+        let (shared, outcome) = {
+            let mut in_flight = self
+                .inner
+                .in_flight
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if let Some(existing) = in_flight.get(&key) {
+                (existing.clone(), CacheOutcome::Coalesced)
+            } else {
+                // Checked again under the lock: a fetch that finished since the first look has
+                // stored its URL before leaving the table.
+                if !force_refresh {
+                    if let Some(hit) = self.fresh(&key) {
+                        return (Ok(hit), CacheOutcome::Hit);
+                    }
+                }
+                let shared = self.spawn_fetch(key.clone(), fetch());
+                in_flight.insert(key, shared.clone());
+                (shared, CacheOutcome::Miss)
+            }
+        };
+        (shared.await, outcome)
+    }
+
+    fn spawn_fetch<Fut>(&self, key: CacheKey, fetch: Fut) -> SharedFetch
+    where
+        Fut: Future<Output = Result<Fetched, GatewayError>> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        let task = tokio::spawn(async move {
+            let result = fetch.await.map(Arc::new);
+            let mut in_flight = inner.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+            if let (Ok(fetched), Some(entries)) = (&result, &inner.entries) {
+                entries.insert(
+                    key.clone(),
+                    Entry {
+                        fetched: fetched.clone(),
+                        fetched_at_nanos: inner.clock.monotonic_nanos(),
+                    },
+                );
+            }
+            in_flight.remove(&key);
+            result
+        });
+        task.map(|joined| joined.unwrap_or(Err(GatewayError::Internal)))
+            .boxed()
+            .shared()
+    }
+
+    fn fresh(&self, key: &CacheKey) -> Option<Arc<Fetched>> {
+        let entries = self.inner.entries.as_ref()?;
+        let entry = entries.get(key)?;
+        let age = self
+            .inner
+            .clock
+            .monotonic_nanos()
+            .saturating_sub(entry.fetched_at_nanos);
+        (age < self.inner.ttl_nanos).then_some(entry.fetched)
+    }
+
+    /// URLs currently held (approximate).
+    pub fn len(&self) -> u64 {
+        self.inner.entries.as_ref().map_or(0, |e| {
+            e.run_pending_tasks();
+            e.entry_count()
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    fn key() -> CacheKey {
+        CacheKey {
+            project: "p".into(),
+            server: "s".into(),
+            protocol: "serial",
+            kind: "serial",
+            user: None,
+        }
+    }
+
+    fn fetched(n: u32) -> Fetched {
+        Fetched {
+            url: ConsoleUrl::new(format!("https://c/?token={n}")),
+            upstream_request_id: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn entries_expire_on_the_injected_clock_and_errors_are_not_kept() {
+        let clock = ManualClock::new();
+        let cache = ConsoleCache::new(Duration::from_secs(30), 10, clock.clone());
+        let calls = Arc::new(AtomicU32::new(0));
+        let fetch = |calls: Arc<AtomicU32>| {
+            move || async move {
+                let n = calls.fetch_add(1, Ordering::SeqCst);
+                Ok(fetched(n))
+            }
+        };
+        let (r, o) = cache.get_or_fetch(key(), false, fetch(calls.clone())).await;
+        assert_eq!(o, CacheOutcome::Miss);
+        assert_eq!(r.unwrap().url.expose(), "https://c/?token=0");
+        let (_, o) = cache.get_or_fetch(key(), false, fetch(calls.clone())).await;
+        assert_eq!(o, CacheOutcome::Hit);
+        clock.advance(Duration::from_secs(30));
+        let (r, o) = cache.get_or_fetch(key(), false, fetch(calls.clone())).await;
+        assert_eq!(o, CacheOutcome::Miss);
+        assert_eq!(r.unwrap().url.expose(), "https://c/?token=1");
+
+        let (r, _) = cache
+            .get_or_fetch(key(), true, || async { Err(GatewayError::UpstreamTimeout) })
+            .await;
+        assert_eq!(r.unwrap_err(), GatewayError::UpstreamTimeout);
+        let (r, o) = cache.get_or_fetch(key(), false, fetch(calls.clone())).await;
+        assert_eq!(o, CacheOutcome::Hit, "the error did not replace the entry");
+        assert_eq!(r.unwrap().url.expose(), "https://c/?token=1");
+    }
+}

@@ -1,0 +1,646 @@
+//! The gateway's configuration: one TOML file, read into typed structs and validated.
+//!
+//! Loading happens in two steps. [`Config::load`] parses the file (unknown keys are errors, so a
+//! typo never silently falls back to a default) and checks everything that can be checked
+//! without touching other files. Building the running gateway (`crate::state`) then loads keys
+//! and resolves secret references. Both steps report problems as [`ConfigIssue`]s, printed as
+//! `PATH: key.path: what is wrong`, and `check-config` runs both without opening a socket.
+//!
+//! Relative paths in the file (key files, secret `file:` references, catalog files) are taken
+//! from the directory that holds the config file, so a config works from any working directory.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::secret::SecretRef;
+
+/// One thing wrong with a config file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigIssue {
+    pub key: String,
+    pub message: String,
+}
+
+impl ConfigIssue {
+    pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigIssue {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Every problem found in one config file.
+#[derive(Clone, Debug)]
+pub struct ConfigError {
+    pub source: String,
+    pub issues: Vec<ConfigIssue>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, issue) in self.issues.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{}: {}: {}", self.source, issue.key, issue.message)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Which account endpoint means "the simulator running inside this process".
+pub const EMBEDDED_ENDPOINT: &str = "embedded";
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    pub auth: AuthConfig,
+    #[serde(default)]
+    pub rate_limit: RateLimitConfig,
+    #[serde(default)]
+    pub cache: CacheConfig,
+    #[serde(default)]
+    pub upstream: UpstreamConfig,
+    #[serde(default)]
+    pub accounts: Vec<AccountConfig>,
+    #[serde(default)]
+    pub simulator: SimulatorConfig,
+    #[serde(default)]
+    pub policy: PolicyConfig,
+    #[serde(default)]
+    pub logging: LoggingConfig,
+
+    /// Directory of the config file; relative paths are resolved against it.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+    /// How the file is named in error messages.
+    #[serde(skip)]
+    pub source_name: String,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Public listener for the API.
+    pub listen: SocketAddr,
+    /// Admin listener: /metrics, /healthz, /readyz.
+    pub admin_listen: SocketAddr,
+    /// Longest time a client may take to send its request headers.
+    pub header_read_timeout_ms: u64,
+    /// Longest time a client may take to send its (at most 4 KiB) body.
+    pub body_read_timeout_ms: u64,
+    /// Largest request head (request line plus headers) accepted.
+    pub max_header_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:8080".parse().expect("static address"),
+            admin_listen: "127.0.0.1:9901".parse().expect("static address"),
+            header_read_timeout_ms: 10_000,
+            body_read_timeout_ms: 10_000,
+            max_header_bytes: 16 * 1024,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// The claim that names "the user" for policy, rate limits, logs and audit.
+    #[serde(default = "default_subject_claim")]
+    pub subject_claim: String,
+    /// Tokens longer than this are refused before any parsing.
+    #[serde(default = "default_max_token_bytes")]
+    pub max_token_bytes: usize,
+    pub issuers: Vec<IssuerConfig>,
+}
+
+fn default_subject_claim() -> String {
+    "sub".into()
+}
+
+fn default_max_token_bytes() -> usize {
+    8 * 1024
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerConfig {
+    /// A short name for logs and metrics.
+    pub name: String,
+    /// The exact `iss` claim value.
+    pub issuer: String,
+    /// Accepted `aud` values; at least one is required (an empty list would accept any audience).
+    pub audiences: Vec<String>,
+    /// Algorithms accepted from this issuer. The token's `alg` must be on this list and match
+    /// the key it names; the list never comes from the token.
+    pub algorithms: Vec<String>,
+    /// A JWKS document on disk.
+    pub jwks_file: Option<PathBuf>,
+    /// Public keys in PEM files.
+    #[serde(default)]
+    pub pem_keys: Vec<PemKeyConfig>,
+    /// Allowed clock skew for `exp`, `nbf` and `iat`.
+    #[serde(default = "default_leeway")]
+    pub leeway_seconds: u64,
+}
+
+fn default_leeway() -> u64 {
+    60
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PemKeyConfig {
+    pub kid: Option<String>,
+    pub alg: String,
+    pub file: PathBuf,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    /// Sustained requests per second per user.
+    pub requests_per_second: f64,
+    /// Requests a user may make at once after being idle.
+    pub burst: u32,
+    /// Named tiers that policy rules can assign instead of the default.
+    pub tiers: BTreeMap<String, RateTier>,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        RateLimitConfig {
+            requests_per_second: 10.0,
+            burst: 50,
+            tiers: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RateTier {
+    pub requests_per_second: f64,
+    pub burst: u32,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum CacheScope {
+    /// One URL per server, handed only to callers the policy allows for that server.
+    Shared,
+    /// The caller's identity is part of the key: nobody receives a URL fetched for someone else.
+    PerUser,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// Longest time a console URL is served from memory; 0 turns the cache off.
+    pub ttl_seconds: u64,
+    /// Most URLs held at once.
+    pub max_entries: u64,
+    pub scope: CacheScope,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            ttl_seconds: 30,
+            max_entries: 100_000,
+            scope: CacheScope::Shared,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamConfig {
+    pub connect_timeout_ms: u64,
+    /// Budget for one whole upstream call: connect, send, and read the answer.
+    pub timeout_ms: u64,
+    /// Extra CA certificates (PEM) trusted besides the public web PKI roots.
+    pub ca_file: Option<PathBuf>,
+    pub pool_idle_timeout_seconds: u64,
+    pub pool_max_idle_per_host: usize,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        UpstreamConfig {
+            connect_timeout_ms: 2_000,
+            timeout_ms: 10_000,
+            ca_file: None,
+            pool_idle_timeout_seconds: 90,
+            pool_max_idle_per_host: 64,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountConfig {
+    /// Name used in logs and metrics.
+    pub name: String,
+    /// `https://bms.{region}.myhuaweicloud.com`, or `embedded` for the in-process simulator.
+    pub endpoint: String,
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Project ids this account serves.
+    pub projects: Vec<String>,
+    /// `env:NAME` or `file:PATH`.
+    pub access_key: String,
+    /// `env:NAME` or `file:PATH`.
+    pub secret_key: String,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SimulatorConfig {
+    /// Servers known to the embedded simulator (JSON); the built-in demo data when absent.
+    pub catalog_file: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    pub rules: Vec<RuleConfig>,
+}
+
+/// One allow rule. A caller matches when every condition given holds; the rule then grants the
+/// listed projects (optionally narrowed to servers).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    pub name: String,
+    /// Subjects matched (`*` for any authenticated caller). Empty means "any" when `claims` is given.
+    #[serde(default)]
+    pub subjects: Vec<String>,
+    /// Claim name → accepted values; the claim (a string or an array of strings) must hold one of them.
+    #[serde(default)]
+    pub claims: BTreeMap<String, Vec<String>>,
+    pub projects: Vec<String>,
+    /// Server ids; absent or `["*"]` means every server of the projects.
+    #[serde(default)]
+    pub servers: Vec<String>,
+    /// Rate-limit tier from `rate_limit.tiers` for callers this rule admits.
+    pub rate_limit_tier: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Json,
+    Pretty,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoggingConfig {
+    pub format: LogFormat,
+    /// A tracing filter, e.g. `info` or `info,bms_console_gateway=debug`.
+    pub level: String,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        LoggingConfig {
+            format: LogFormat::Json,
+            level: "info".into(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let source_name = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            source: source_name.clone(),
+            issues: vec![ConfigIssue::new("(file)", format!("cannot read: {e}"))],
+        })?;
+        let base_dir = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        Config::from_toml_str(&text, &base_dir, &source_name)
+    }
+
+    /// Parses and validates config text; `base_dir` anchors relative paths.
+    pub fn from_toml_str(
+        text: &str,
+        base_dir: &Path,
+        source_name: &str,
+    ) -> Result<Config, ConfigError> {
+        let fail = |issues| ConfigError {
+            source: source_name.to_string(),
+            issues,
+        };
+        let deserializer = toml::Deserializer::parse(text)
+            .map_err(|e| fail(vec![ConfigIssue::new("(syntax)", one_line(&e.to_string()))]))?;
+        let mut config: Config = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+            let key = e.path().to_string();
+            let key = if key == "." {
+                "(top level)".into()
+            } else {
+                key
+            };
+            fail(vec![ConfigIssue::new(
+                key,
+                one_line(&e.inner().to_string()),
+            )])
+        })?;
+        config.base_dir = base_dir.to_path_buf();
+        config.source_name = source_name.to_string();
+        let issues = config.validate();
+        if issues.is_empty() {
+            Ok(config)
+        } else {
+            Err(fail(issues))
+        }
+    }
+
+    /// Resolves a path from the config file against its directory.
+    pub fn resolve_path(&self, path: &Path) -> PathBuf {
+        self.base_dir.join(path)
+    }
+
+    /// Wraps issues found after parsing (keys, secrets) in this file's error type.
+    pub fn error(&self, issues: Vec<ConfigIssue>) -> ConfigError {
+        ConfigError {
+            source: self.source_name.clone(),
+            issues,
+        }
+    }
+
+    /// True when some account is served by the in-process simulator.
+    pub fn uses_embedded_simulator(&self) -> bool {
+        self.accounts
+            .iter()
+            .any(|a| a.endpoint == EMBEDDED_ENDPOINT)
+    }
+
+    /// Checks everything that needs no other file.
+    fn validate(&self) -> Vec<ConfigIssue> {
+        let mut issues = Vec::new();
+        self.validate_server(&mut issues);
+        self.validate_auth(&mut issues);
+        self.validate_rate_limit(&mut issues);
+        if self.cache.max_entries == 0 && self.cache.ttl_seconds > 0 {
+            issues.push(ConfigIssue::new(
+                "cache.max_entries",
+                "must be at least 1 while the cache is on (ttl_seconds > 0)",
+            ));
+        }
+        if self.upstream.timeout_ms == 0 || self.upstream.connect_timeout_ms == 0 {
+            issues.push(ConfigIssue::new(
+                "upstream",
+                "timeout_ms and connect_timeout_ms must be above 0",
+            ));
+        }
+        let served = self.validate_accounts(&mut issues);
+        self.validate_policy(&served, &mut issues);
+        issues
+    }
+
+    fn validate_server(&self, issues: &mut Vec<ConfigIssue>) {
+        let s = &self.server;
+        if s.header_read_timeout_ms == 0 {
+            issues.push(ConfigIssue::new(
+                "server.header_read_timeout_ms",
+                "must be above 0",
+            ));
+        }
+        if s.body_read_timeout_ms == 0 {
+            issues.push(ConfigIssue::new(
+                "server.body_read_timeout_ms",
+                "must be above 0",
+            ));
+        }
+        if s.max_header_bytes < 1024 {
+            issues.push(ConfigIssue::new(
+                "server.max_header_bytes",
+                "must be at least 1024 (tokens alone can take several KiB)",
+            ));
+        }
+    }
+
+    fn validate_auth(&self, issues: &mut Vec<ConfigIssue>) {
+        if self.auth.subject_claim.is_empty() {
+            issues.push(ConfigIssue::new("auth.subject_claim", "must not be empty"));
+        }
+        if self.auth.issuers.is_empty() {
+            issues.push(ConfigIssue::new(
+                "auth.issuers",
+                "at least one issuer is required: without one no token can be accepted",
+            ));
+        }
+        let mut seen = HashMap::new();
+        for (i, iss) in self.auth.issuers.iter().enumerate() {
+            let key = format!("auth.issuers[{i}]");
+            if let Some(prev) = seen.insert(iss.issuer.clone(), i) {
+                issues.push(ConfigIssue::new(
+                    format!("{key}.issuer"),
+                    format!("duplicates auth.issuers[{prev}].issuer"),
+                ));
+            }
+            if iss.issuer.is_empty() {
+                issues.push(ConfigIssue::new(
+                    format!("{key}.issuer"),
+                    "must not be empty",
+                ));
+            }
+            if iss.audiences.is_empty() || iss.audiences.iter().any(String::is_empty) {
+                issues.push(ConfigIssue::new(
+                    format!("{key}.audiences"),
+                    "list at least one non-empty audience (an empty list would accept tokens meant for any service)",
+                ));
+            }
+            if iss.algorithms.is_empty() {
+                issues.push(ConfigIssue::new(
+                    format!("{key}.algorithms"),
+                    "list the algorithms this issuer signs with, e.g. [\"ES256\"]",
+                ));
+            }
+            for (j, alg) in iss.algorithms.iter().enumerate() {
+                if let Err(e) = crate::auth::keys::parse_algorithm(alg) {
+                    issues.push(ConfigIssue::new(format!("{key}.algorithms[{j}]"), e));
+                }
+            }
+            if iss.jwks_file.is_none() && iss.pem_keys.is_empty() {
+                issues.push(ConfigIssue::new(
+                    key.clone(),
+                    "needs jwks_file or pem_keys: there is nothing to verify tokens with",
+                ));
+            }
+            if iss.leeway_seconds > 300 {
+                issues.push(ConfigIssue::new(
+                    format!("{key}.leeway_seconds"),
+                    "at most 300: a larger skew keeps expired tokens alive",
+                ));
+            }
+        }
+    }
+
+    fn validate_rate_limit(&self, issues: &mut Vec<ConfigIssue>) {
+        let mut check = |key: String, tier: &RateTier| {
+            if !(tier.requests_per_second.is_finite() && tier.requests_per_second > 0.0) {
+                issues.push(ConfigIssue::new(
+                    format!("{key}.requests_per_second"),
+                    "must be a number above 0",
+                ));
+            }
+            if tier.burst == 0 {
+                issues.push(ConfigIssue::new(
+                    format!("{key}.burst"),
+                    "must be at least 1",
+                ));
+            }
+        };
+        check("rate_limit".into(), &self.rate_limit.default_tier());
+        for (name, tier) in &self.rate_limit.tiers {
+            check(format!("rate_limit.tiers.{name}"), tier);
+        }
+    }
+
+    /// Returns the project ids some account serves.
+    fn validate_accounts(&self, issues: &mut Vec<ConfigIssue>) -> HashMap<String, usize> {
+        let mut served = HashMap::new();
+        let mut names = HashMap::new();
+        for (i, acc) in self.accounts.iter().enumerate() {
+            let key = format!("accounts[{i}]");
+            if acc.name.is_empty() {
+                issues.push(ConfigIssue::new(format!("{key}.name"), "must not be empty"));
+            }
+            if let Some(prev) = names.insert(acc.name.clone(), i) {
+                issues.push(ConfigIssue::new(
+                    format!("{key}.name"),
+                    format!("duplicates accounts[{prev}].name"),
+                ));
+            }
+            if acc.endpoint != EMBEDDED_ENDPOINT {
+                match acc.endpoint.parse::<http::Uri>() {
+                    Ok(uri)
+                        if matches!(uri.scheme_str(), Some("https") | Some("http"))
+                            && uri.host().is_some()
+                            && uri.path_and_query().is_none_or(|p| p.as_str() == "/") => {}
+                    _ => issues.push(ConfigIssue::new(
+                        format!("{key}.endpoint"),
+                        "must be https://HOST[:PORT] (e.g. https://bms.cn-north-4.myhuaweicloud.com) or \"embedded\"",
+                    )),
+                }
+            }
+            if acc.projects.is_empty() {
+                issues.push(ConfigIssue::new(
+                    format!("{key}.projects"),
+                    "list the project ids this account serves",
+                ));
+            }
+            for (j, p) in acc.projects.iter().enumerate() {
+                if crate::bms::ProjectId::parse(p).is_err() {
+                    issues.push(ConfigIssue::new(
+                        format!("{key}.projects[{j}]"),
+                        format!("{p:?} is not a project id (32 hex characters)"),
+                    ));
+                } else if let Some(prev) = served.insert(p.to_ascii_lowercase(), i) {
+                    issues.push(ConfigIssue::new(
+                        format!("{key}.projects[{j}]"),
+                        format!("project {p} is already served by accounts[{prev}]"),
+                    ));
+                }
+            }
+            for (field, value) in [
+                ("access_key", &acc.access_key),
+                ("secret_key", &acc.secret_key),
+            ] {
+                if let Err(e) = SecretRef::parse(value) {
+                    issues.push(ConfigIssue::new(format!("{key}.{field}"), e));
+                }
+            }
+        }
+        if self.accounts.is_empty() {
+            issues.push(ConfigIssue::new(
+                "accounts",
+                "at least one account is required to reach the BMS API",
+            ));
+        }
+        served
+    }
+
+    fn validate_policy(&self, served: &HashMap<String, usize>, issues: &mut Vec<ConfigIssue>) {
+        if self.policy.rules.is_empty() {
+            issues.push(ConfigIssue::new(
+                "policy.rules",
+                "no rules: the policy denies by default, so nobody could open a console",
+            ));
+        }
+        for (i, rule) in self.policy.rules.iter().enumerate() {
+            let key = format!("policy.rules[{i}]");
+            if rule.subjects.is_empty() && rule.claims.is_empty() {
+                issues.push(ConfigIssue::new(
+                    key.clone(),
+                    "names neither subjects nor claims; use subjects = [\"*\"] to match every caller",
+                ));
+            }
+            if rule.projects.is_empty() {
+                issues.push(ConfigIssue::new(
+                    format!("{key}.projects"),
+                    "must not be empty",
+                ));
+            }
+            for (j, p) in rule.projects.iter().enumerate() {
+                if p == "*" {
+                    continue;
+                }
+                if !served.contains_key(&p.to_ascii_lowercase()) {
+                    issues.push(ConfigIssue::new(
+                        format!("{key}.projects[{j}]"),
+                        format!("project {p} is not served by any account"),
+                    ));
+                }
+            }
+            for (j, s) in rule.servers.iter().enumerate() {
+                if s != "*" && crate::bms::ServerId::parse(s).is_err() {
+                    issues.push(ConfigIssue::new(
+                        format!("{key}.servers[{j}]"),
+                        format!("{s:?} is not a server id (UUID) or \"*\""),
+                    ));
+                }
+            }
+            if let Some(tier) = &rule.rate_limit_tier {
+                if !self.rate_limit.tiers.contains_key(tier) {
+                    issues.push(ConfigIssue::new(
+                        format!("{key}.rate_limit_tier"),
+                        format!("unknown tier {tier:?}; define it under [rate_limit.tiers.{tier}]"),
+                    ));
+                }
+            }
+        }
+    }
+}
+
+impl RateLimitConfig {
+    pub fn default_tier(&self) -> RateTier {
+        RateTier {
+            requests_per_second: self.requests_per_second,
+            burst: self.burst,
+        }
+    }
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}

@@ -1,0 +1,419 @@
+//! The request lifecycle of the `remote_console` route, as named phases.
+//!
+//! Each phase is one function with one job, and each may end the request with a
+//! [`GatewayError`]. They run in this order:
+//!
+//! 1. [`parse`]: route, path parameters, content type, body size and JSON body;
+//! 2. [`authenticate`]: bearer JWT → [`Caller`]; nothing later sees the token;
+//! 3. [`authorize`]: the policy decides (default deny);
+//! 4. [`admit`]: the caller's rate limit (denied callers count against the default tier);
+//! 5. [`lookup`]: cached URL, or one coalesced [`call_upstream`] per server;
+//! 6. [`respond`]: BMS-shaped success, or the one error shape;
+//! 7. [`record`]: metrics and the access-log line, for every request.
+//!
+//! Phases write what they learn into the request's [`RequestContext`], which `respond` and
+//! `record` read; no phase reaches into another's state.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+
+use crate::auth::{Caller, Decision};
+use crate::bms::{self, ConsoleKind, ConsoleTarget, RouteMatch};
+use crate::cache::{CacheKey, CacheOutcome, Fetched};
+use crate::config::CacheScope;
+use crate::error::{AuthFailure, GatewayError};
+use crate::ratelimit::Outcome;
+use crate::state::Gateway;
+use crate::telemetry::metrics::status_class;
+
+/// Largest request body accepted; the real body is 60 bytes.
+pub const MAX_BODY_BYTES: usize = 4096;
+const ROUTE: &str = "remote_console";
+
+/// What the phases learned about one request.
+pub struct RequestContext {
+    pub request_id: String,
+    pub started: Instant,
+    pub route: &'static str,
+    pub target: Option<ConsoleTarget>,
+    pub subject: Option<String>,
+    pub issuer: Option<Arc<str>>,
+    pub rule: Option<Arc<str>>,
+    pub rate: Option<Outcome>,
+    pub cache: Option<CacheOutcome>,
+    pub upstream_request_id: Option<String>,
+}
+
+impl RequestContext {
+    fn new(request_id: String) -> RequestContext {
+        RequestContext {
+            request_id,
+            started: Instant::now(),
+            route: "other",
+            target: None,
+            subject: None,
+            issuer: None,
+            rule: None,
+            rate: None,
+            cache: None,
+            upstream_request_id: None,
+        }
+    }
+}
+
+/// A parsed, validated request.
+struct Parsed {
+    target: ConsoleTarget,
+    kind: ConsoleKind,
+    force_refresh: bool,
+}
+
+/// Handles one request on the public listener. Never fails: every error becomes an answer.
+pub async fn handle(state: &Arc<Gateway>, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    let _in_flight = InFlight::enter(state);
+    let mut ctx = RequestContext::new(request_id(request.headers()));
+    let result = run(state, request, &mut ctx).await;
+    let response = respond(&ctx, result);
+    record(state, &ctx, &response);
+    response
+}
+
+async fn run(
+    state: &Arc<Gateway>,
+    request: Request<Incoming>,
+    ctx: &mut RequestContext,
+) -> Result<(ConsoleKind, Arc<Fetched>), GatewayError> {
+    if !state.ready.load(std::sync::atomic::Ordering::Acquire) {
+        return Err(GatewayError::NotReady);
+    }
+    let (head, body) = request.into_parts();
+    let parsed = parse(state, &head, body, ctx).await?;
+    let caller = authenticate(state, &head.headers, ctx)?;
+    let tier = authorize(state, &caller, &parsed.target, ctx);
+    admit(
+        state,
+        &caller,
+        tier.as_ref().ok().and_then(|t| t.as_deref()),
+        ctx,
+    )?;
+    tier?;
+    let fetched = lookup(state, &caller, &parsed, ctx).await?;
+    state.metrics.console_urls_issued.inc();
+    Ok((parsed.kind, fetched))
+}
+
+/// Phase 1: route match, path parameters, content type, size-capped body read, JSON decode.
+async fn parse(
+    state: &Gateway,
+    head: &http::request::Parts,
+    body: Incoming,
+    ctx: &mut RequestContext,
+) -> Result<Parsed, GatewayError> {
+    let target = match bms::match_route(head.uri.path()) {
+        RouteMatch::NoRoute => return Err(GatewayError::NotFound),
+        RouteMatch::RemoteConsole(target) => {
+            ctx.route = ROUTE;
+            if head.method != Method::POST {
+                return Err(GatewayError::MethodNotAllowed);
+            }
+            target?
+        }
+    };
+    ctx.target = Some(target.clone());
+
+    if !is_json_content_type(head.headers.get(header::CONTENT_TYPE)) {
+        return Err(GatewayError::UnsupportedMediaType);
+    }
+    let declared_length = head
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared_length.is_some_and(|len| len > MAX_BODY_BYTES as u64) {
+        // Refused from the header alone: the rest of the body is never read.
+        return Err(GatewayError::BodyTooLarge);
+    }
+    let bytes = read_body(body, state.body_read_timeout).await?;
+    let kind = bms::parse_request_body(&bytes)?;
+    Ok(Parsed {
+        target,
+        kind,
+        force_refresh: wants_no_cache(&head.headers),
+    })
+}
+
+async fn read_body(body: Incoming, timeout: Duration) -> Result<Bytes, GatewayError> {
+    match tokio::time::timeout(timeout, Limited::new(body, MAX_BODY_BYTES).collect()).await {
+        Err(_) => Err(GatewayError::BodyTimeout),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(GatewayError::BodyTooLarge),
+        Ok(Err(_)) => Err(GatewayError::MalformedBody),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+    }
+}
+
+fn is_json_content_type(value: Option<&HeaderValue>) -> bool {
+    let Some(value) = value.and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let media_type = value.split(';').next().unwrap_or("").trim();
+    media_type.eq_ignore_ascii_case("application/json")
+}
+
+fn wants_no_cache(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|d| d.trim().eq_ignore_ascii_case("no-cache"))
+}
+
+/// Phase 2: the bearer token → a [`Caller`]. The token is dropped when this returns.
+fn authenticate(
+    state: &Gateway,
+    headers: &HeaderMap,
+    ctx: &mut RequestContext,
+) -> Result<Caller, GatewayError> {
+    let result = bearer_token(headers).and_then(|token| state.verifier.verify(token));
+    match result {
+        Ok(caller) => {
+            ctx.subject = Some(caller.subject.clone());
+            ctx.issuer = Some(caller.issuer_name.clone());
+            Ok(caller)
+        }
+        Err(reason) => {
+            state
+                .metrics
+                .auth_failures
+                .with_label_values(&[reason.label()])
+                .inc();
+            Err(GatewayError::Unauthenticated(reason))
+        }
+    }
+}
+
+fn bearer_token(headers: &HeaderMap) -> Result<&str, AuthFailure> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let value = values.next().ok_or(AuthFailure::Missing)?;
+    if values.next().is_some() {
+        return Err(AuthFailure::Malformed);
+    }
+    let value = value.to_str().map_err(|_| AuthFailure::Malformed)?;
+    let (scheme, token) = value.split_once(' ').ok_or(AuthFailure::Malformed)?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(AuthFailure::Missing);
+    }
+    let token = token.trim();
+    if token.is_empty() {
+        return Err(AuthFailure::Malformed);
+    }
+    Ok(token)
+}
+
+/// Phase 3: the policy's decision. On allow, returns the rule's rate-limit tier.
+fn authorize(
+    state: &Gateway,
+    caller: &Caller,
+    target: &ConsoleTarget,
+    ctx: &mut RequestContext,
+) -> Result<Option<Arc<str>>, GatewayError> {
+    match state.policy.decide(caller, target) {
+        Decision::Allow { rule, tier } => {
+            ctx.rule = Some(rule);
+            Ok(tier)
+        }
+        Decision::Deny => {
+            state.metrics.authz_denied.inc();
+            Err(GatewayError::Forbidden)
+        }
+    }
+}
+
+/// Phase 4: the caller's rate limit, in the tier the policy chose (the default tier for
+/// requests the policy refused, so probing for allowed servers is limited too).
+fn admit(
+    state: &Gateway,
+    caller: &Caller,
+    tier: Option<&str>,
+    ctx: &mut RequestContext,
+) -> Result<(), GatewayError> {
+    let quota = state.quota_for(tier);
+    let key = format!("{}|{}", tier.unwrap_or(""), caller.user_key());
+    let outcome = state.limiter.check(&key, quota);
+    ctx.rate = Some(outcome);
+    if outcome.allowed {
+        Ok(())
+    } else {
+        state.metrics.rate_limited.inc();
+        Err(GatewayError::RateLimited {
+            retry_after_secs: outcome.retry_after_seconds(),
+        })
+    }
+}
+
+/// Phase 5: a fresh cached URL, or the (coalesced) upstream call.
+async fn lookup(
+    state: &Arc<Gateway>,
+    caller: &Caller,
+    parsed: &Parsed,
+    ctx: &mut RequestContext,
+) -> Result<Arc<Fetched>, GatewayError> {
+    let account = state
+        .accounts
+        .for_project(parsed.target.project.as_str())
+        .ok_or(GatewayError::ProjectNotServed)?
+        .clone();
+    let key = CacheKey {
+        project: parsed.target.project.as_str().to_ascii_lowercase(),
+        server: parsed.target.server.as_str().to_ascii_lowercase(),
+        protocol: parsed.kind.protocol,
+        kind: parsed.kind.kind,
+        user: (state.cache_scope == CacheScope::PerUser).then(|| caller.user_key()),
+    };
+    let upstream_state = state.clone();
+    let target = parsed.target.clone();
+    let (result, outcome) = state
+        .cache
+        .get_or_fetch(key, parsed.force_refresh, move || async move {
+            call_upstream(&upstream_state, &account, &target).await
+        })
+        .await;
+    ctx.cache = Some(outcome);
+    state
+        .metrics
+        .cache_requests
+        .with_label_values(&[outcome.label()])
+        .inc();
+    match &result {
+        Ok(fetched) => ctx.upstream_request_id = fetched.upstream_request_id.clone(),
+        Err(GatewayError::Upstream(e)) => ctx.upstream_request_id = e.request_id.clone(),
+        Err(_) => {}
+    }
+    result
+}
+
+/// Phase 6 (inside the cache's single flight): ask the cloud.
+async fn call_upstream(
+    state: &Gateway,
+    account: &crate::upstream::Account,
+    target: &ConsoleTarget,
+) -> Result<Fetched, GatewayError> {
+    state.upstream.remote_console(account, target).await
+}
+
+/// Phase 7: the answer.
+fn respond(
+    ctx: &RequestContext,
+    result: Result<(ConsoleKind, Arc<Fetched>), GatewayError>,
+) -> Response<Full<Bytes>> {
+    let (status, body) = match &result {
+        Ok((kind, fetched)) => (StatusCode::OK, bms::render_console(kind, &fetched.url)),
+        Err(e) => (e.status(), e.body(&ctx.request_id)),
+    };
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    // A console URL is a bearer credential: no shared cache may keep it.
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
+        headers.insert("x-request-id", v);
+    }
+    if let Some(outcome) = ctx.cache {
+        headers.insert("x-cache", HeaderValue::from_static(outcome.header_value()));
+    }
+    if let Some(rate) = ctx.rate {
+        headers.insert("ratelimit-limit", HeaderValue::from(rate.limit));
+        headers.insert("ratelimit-remaining", HeaderValue::from(rate.remaining));
+        headers.insert("ratelimit-reset", HeaderValue::from(rate.reset_seconds()));
+    }
+    match &result {
+        Err(GatewayError::RateLimited { retry_after_secs })
+        | Err(GatewayError::UpstreamThrottled { retry_after_secs }) => {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+        }
+        Err(GatewayError::MethodNotAllowed) => {
+            headers.insert(header::ALLOW, HeaderValue::from_static("POST"));
+        }
+        Err(GatewayError::Unauthenticated(reason)) => {
+            // RFC 6750: no error code when the request carried no credentials at all.
+            let value = if *reason == AuthFailure::Missing {
+                r#"Bearer realm="bms-console-gateway""#
+            } else {
+                r#"Bearer realm="bms-console-gateway", error="invalid_token""#
+            };
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(value));
+        }
+        _ => {}
+    }
+    response
+}
+
+/// Phase 8: metrics and the access-log line. Runs for every request.
+fn record(state: &Gateway, ctx: &RequestContext, response: &Response<Full<Bytes>>) {
+    let status = response.status().as_u16();
+    let elapsed = ctx.started.elapsed();
+    state
+        .metrics
+        .http_requests
+        .with_label_values(&[ctx.route, status_class(status)])
+        .inc();
+    state
+        .metrics
+        .http_duration
+        .with_label_values(&[ctx.route])
+        .observe(elapsed.as_secs_f64());
+    tracing::info!(
+        target: "access",
+        request_id = %ctx.request_id,
+        route = ctx.route,
+        subject = ctx.subject.as_deref().unwrap_or("-"),
+        issuer = ctx.issuer.as_deref().unwrap_or("-"),
+        project = ctx.target.as_ref().map_or("-", |t| t.project.as_str()),
+        server = ctx.target.as_ref().map_or("-", |t| t.server.as_str()),
+        rule = ctx.rule.as_deref().unwrap_or("-"),
+        status,
+        cache = ctx.cache.map_or("-", CacheOutcome::label),
+        upstream_request_id = ctx.upstream_request_id.as_deref().unwrap_or("-"),
+        duration_ms = elapsed.as_secs_f64() * 1000.0,
+        "request"
+    );
+}
+
+/// Keeps the caller's `X-Request-Id` when it is a sane token (1–128 visible ASCII characters),
+/// else makes a new one.
+fn request_id(headers: &HeaderMap) -> String {
+    headers
+        .get("x-request-id")
+        .map(HeaderValue::as_bytes)
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.iter().all(|b| (0x21..=0x7e).contains(b)))
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .map(str::to_string)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string())
+}
+
+/// Counts a request in the in-flight gauge for as long as it lives, even if the client goes
+/// away and the handler is dropped mid-way.
+struct InFlight<'a>(&'a Gateway);
+
+impl<'a> InFlight<'a> {
+    fn enter(state: &'a Gateway) -> InFlight<'a> {
+        state.metrics.in_flight.inc();
+        InFlight(state)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.metrics.in_flight.dec();
+    }
+}

@@ -1,0 +1,27 @@
+//! Log output: JSON lines by default, human-readable with `--log-format pretty`.
+//!
+//! Each request produces one access-log event (target `access`), written by the pipeline's
+//! record phase. Nothing here ever receives a token, a key or a console URL: the types that
+//! hold them (`Secret`, `ConsoleUrl`) print `[redacted]`, and the access log takes only ids.
+
+use tracing_subscriber::{fmt, EnvFilter};
+
+use crate::config::LogFormat;
+
+/// Installs the global subscriber. `RUST_LOG`, when set, overrides `level`.
+pub fn init(format: LogFormat, level: &str) {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = fmt().with_env_filter(filter).with_writer(std::io::stdout);
+    let result = match format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init(),
+        LogFormat::Pretty => builder.pretty().try_init(),
+    };
+    // Already installed (tests start several gateways in one process): keep the first.
+    let _ = result;
+}

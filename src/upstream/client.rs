@@ -1,0 +1,245 @@
+//! The HTTP client that asks the cloud for a console URL.
+//!
+//! One pooled hyper client over rustls (public web PKI roots plus an optional CA file) serves
+//! every account. Each call builds the exact request the official SDKs send, signs exactly the
+//! headers it sends (`content-type;host;x-project-id;x-sdk-date`) over exactly the body bytes it
+//! sends, and runs under one overall deadline. Nothing from the caller's request is forwarded:
+//! the request is built from the validated path parameters alone.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use http::{header, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+use crate::bms::{self, ConsoleTarget};
+use crate::cache::Fetched;
+use crate::config::UpstreamConfig;
+use crate::error::{GatewayError, UpstreamError};
+use crate::telemetry::metrics::{status_class, Metrics};
+use crate::upstream::signer::{self, SigningRequest};
+use crate::upstream::Account;
+
+/// The content type the gateway signs and sends (any JSON type avoids UNSIGNED-PAYLOAD).
+const CONTENT_TYPE: &str = "application/json;charset=UTF-8";
+/// Largest answer read from the cloud; a console answer is a few hundred bytes.
+const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+const USER_AGENT: &str = concat!("bms-console-gateway/", env!("CARGO_PKG_VERSION"));
+
+/// Calls the BMS API.
+pub struct UpstreamClient {
+    http: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    timeout: Duration,
+    metrics: Arc<Metrics>,
+}
+
+impl UpstreamClient {
+    pub fn new(
+        config: &UpstreamConfig,
+        base_dir: &Path,
+        metrics: Arc<Metrics>,
+    ) -> Result<UpstreamClient, String> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        if let Some(ca_file) = &config.ca_file {
+            add_ca_file(&mut roots, &base_dir.join(ca_file))?;
+        }
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS setup failed: {e}"))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(Duration::from_millis(config.connect_timeout_ms)));
+        http.set_nodelay(true);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(config.pool_idle_timeout_seconds))
+            .pool_max_idle_per_host(config.pool_max_idle_per_host)
+            .build(connector);
+        Ok(UpstreamClient {
+            http: client,
+            timeout: Duration::from_millis(config.timeout_ms),
+            metrics,
+        })
+    }
+
+    /// Asks `account` for a serial console URL of `target`, within the overall deadline.
+    pub async fn remote_console(
+        &self,
+        account: &Account,
+        target: &ConsoleTarget,
+    ) -> Result<Fetched, GatewayError> {
+        let started = Instant::now();
+        let outcome = tokio::time::timeout(self.timeout, self.call(account, target)).await;
+        let elapsed = started.elapsed().as_secs_f64();
+        self.metrics.upstream_timer(&account.name).observe(elapsed);
+        let result = outcome.unwrap_or(Err(GatewayError::UpstreamTimeout));
+        if let Err(e) = &result {
+            if let Some(kind) = e.upstream_kind() {
+                self.metrics
+                    .upstream_errors
+                    .with_label_values(&[&account.name, kind])
+                    .inc();
+            }
+        }
+        result
+    }
+
+    async fn call(
+        &self,
+        account: &Account,
+        target: &ConsoleTarget,
+    ) -> Result<Fetched, GatewayError> {
+        let request = build_request(account, target, SystemTime::now())?;
+        let response = self.http.request(request).await.map_err(|e| {
+            tracing::warn!(account = %account.name, error = %e, "BMS call failed before an answer");
+            GatewayError::UpstreamUnreachable
+        })?;
+        let status = response.status();
+        self.metrics
+            .upstream_requests
+            .with_label_values(&[&account.name, status_class(status.as_u16())])
+            .inc();
+        let request_id = response
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| v.len() <= 128)
+            .map(str::to_string);
+        let retry_after = response
+            .headers()
+            .get(header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        let body = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
+            .collect()
+            .await
+            .map_err(|_| GatewayError::UpstreamBadResponse)?
+            .to_bytes();
+
+        if status == StatusCode::OK {
+            let url = bms::parse_upstream_success(&body)?;
+            return Ok(Fetched {
+                url,
+                upstream_request_id: request_id,
+            });
+        }
+        let error = bms::parse_upstream_error(status, &body);
+        Err(classify_upstream_error(
+            account,
+            error,
+            request_id,
+            retry_after,
+        ))
+    }
+}
+
+/// Turns a cloud error into what the caller sees. Authentication failures of the gateway's own
+/// credentials are not the caller's fault (and their text can echo the canonical request), so
+/// they become a 502 of ours; throttling keeps the cloud's `APIGW.0308` with a `Retry-After`.
+fn classify_upstream_error(
+    account: &Account,
+    mut error: UpstreamError,
+    upstream_request_id: Option<String>,
+    retry_after: Option<u64>,
+) -> GatewayError {
+    let request_id = upstream_request_id.as_deref().unwrap_or("-");
+    if error.status == StatusCode::UNAUTHORIZED || error.code == "APIGW.0301" {
+        tracing::error!(
+            account = %account.name,
+            upstream_request_id = request_id,
+            code = %error.code,
+            "the BMS API rejected this account's credentials"
+        );
+        return GatewayError::UpstreamCredentialsRejected;
+    }
+    if error.status == StatusCode::TOO_MANY_REQUESTS || error.code == "APIGW.0308" {
+        return GatewayError::UpstreamThrottled {
+            retry_after_secs: retry_after.unwrap_or(1).clamp(1, 3600),
+        };
+    }
+    if error.status.is_server_error() {
+        tracing::warn!(
+            account = %account.name,
+            upstream_request_id = request_id,
+            status = error.status.as_u16(),
+            code = %error.code,
+            "the BMS API answered with a server error"
+        );
+    }
+    error.request_id = upstream_request_id;
+    GatewayError::Upstream(error)
+}
+
+/// Builds the signed request, exactly as it goes on the wire.
+pub fn build_request(
+    account: &Account,
+    target: &ConsoleTarget,
+    now: SystemTime,
+) -> Result<Request<Full<Bytes>>, GatewayError> {
+    let path = format!(
+        "/v1/{}/baremetalservers/{}/remote_console",
+        target.project.as_str(),
+        target.server.as_str()
+    );
+    let sdk_date = signer::format_sdk_date(now);
+    let signed: [(&str, &str); 4] = [
+        ("content-type", CONTENT_TYPE),
+        ("host", &account.host),
+        ("x-project-id", target.project.as_str()),
+        ("x-sdk-date", &sdk_date),
+    ];
+    let signing = SigningRequest {
+        method: "POST",
+        path: &path,
+        query: &[],
+        headers: &signed,
+        body: bms::UPSTREAM_REQUEST_BODY,
+    };
+    let authorization = signer::sign(&signing, account.access_key.expose(), &account.secret_key)
+        .map_err(|_| GatewayError::Internal)?;
+
+    let mut builder = Request::builder()
+        .method(Method::POST)
+        .uri(format!("{}{}", account.endpoint, path));
+    for (name, value) in signed {
+        builder = builder.header(name, value);
+    }
+    builder
+        .header(header::AUTHORIZATION, authorization)
+        .header(header::USER_AGENT, USER_AGENT)
+        .body(Full::new(Bytes::from_static(bms::UPSTREAM_REQUEST_BODY)))
+        .map_err(|_| GatewayError::Internal)
+}
+
+fn add_ca_file(roots: &mut rustls::RootCertStore, path: &Path) -> Result<(), String> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::CertificateDer;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("cannot read CA file {}: {e}", path.display()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("CA file {} is not PEM certificates: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("CA file {} holds no certificate", path.display()));
+    }
+    for cert in certs {
+        roots
+            .add(cert)
+            .map_err(|e| format!("CA file {}: {e}", path.display()))?;
+    }
+    Ok(())
+}
