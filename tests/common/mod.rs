@@ -1,0 +1,334 @@
+//! Shared test harness: starts real gateways and simulators on loopback ports, mints tokens,
+//! and speaks HTTP to them.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bms_console_gateway::clock::{Clock, ManualClock, SharedClock};
+use bms_console_gateway::config::Config;
+use bms_console_gateway::secret::Secret;
+use bms_console_gateway::server::{self, RunningGateway};
+use bms_console_gateway::sim;
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{json, Value};
+
+pub const PROJECT: &str = "bbf1946d374b44a0a2a95533562ba954";
+pub const LINUX: &str = "cf2a8b97-b5c6-47ef-9714-eb27adf26e5b";
+pub const WINDOWS: &str = "5f3c8a2e-1d4b-4c6e-9f7a-2b8d0e4c6a13";
+/// A well-formed server id the demo catalog does not hold.
+pub const UNKNOWN: &str = "00000000-0000-4000-8000-000000000000";
+pub const ISSUER: &str = "https://idp.test.invalid";
+pub const AUDIENCE: &str = "bms-console-gateway";
+pub const BODY: &str = r#"{"remote_console":{"protocol":"serial","type":"serial"}}"#;
+pub const TEST_AK: &str = "HPUATESTACCESSKEY0001";
+pub const TEST_SK: &str = "test-secret-key-9f8e7d6c5b4a";
+
+pub fn data_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data")
+}
+
+pub fn console_path(project: &str, server: &str) -> String {
+    format!("/v1/{project}/baremetalservers/{server}/remote_console")
+}
+
+/// Knobs the tests turn; everything else is a fixed, valid config.
+pub struct TestConfig {
+    pub rate_per_second: f64,
+    pub burst: u32,
+    pub extra_rate_limit: String,
+    pub cache_ttl_seconds: u64,
+    pub cache_scope: &'static str,
+    pub upstream_timeout_ms: u64,
+    /// `embedded`, or an http:// URL.
+    pub endpoint: String,
+    pub policy: String,
+}
+
+impl Default for TestConfig {
+    fn default() -> Self {
+        TestConfig {
+            rate_per_second: 1000.0,
+            burst: 1000,
+            extra_rate_limit: String::new(),
+            cache_ttl_seconds: 30,
+            cache_scope: "shared",
+            upstream_timeout_ms: 5000,
+            endpoint: "embedded".into(),
+            policy: format!(
+                r#"
+[[policy.rules]]
+name = "everyone"
+subjects = ["*"]
+projects = ["{PROJECT}"]
+"#
+            ),
+        }
+    }
+}
+
+impl TestConfig {
+    pub fn render(&self) -> String {
+        format!(
+            r#"
+[server]
+listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
+header_read_timeout_ms = 2000
+body_read_timeout_ms = 1000
+
+[[auth.issuers]]
+name = "test"
+issuer = "{ISSUER}"
+audiences = ["{AUDIENCE}", "other-audience-also-accepted"]
+algorithms = ["ES256", "RS256", "EdDSA"]
+leeway_seconds = 60
+pem_keys = [
+  {{ kid = "es", alg = "ES256", file = "keys/es256-public.pem" }},
+  {{ kid = "rs", alg = "RS256", file = "keys/rs256-public.pem" }},
+  {{ kid = "ed", alg = "EdDSA", file = "keys/ed25519-public.pem" }},
+]
+
+[rate_limit]
+requests_per_second = {rate}
+burst = {burst}
+{extra_rate}
+
+[cache]
+ttl_seconds = {ttl}
+scope = "{scope}"
+
+[upstream]
+timeout_ms = {timeout}
+connect_timeout_ms = 1000
+
+[[accounts]]
+name = "test-account"
+endpoint = "{endpoint}"
+projects = ["{PROJECT}"]
+access_key = "file:test-access-key"
+secret_key = "file:test-secret-key"
+
+{policy}
+"#,
+            rate = self.rate_per_second,
+            burst = self.burst,
+            extra_rate = self.extra_rate_limit,
+            ttl = self.cache_ttl_seconds,
+            scope = self.cache_scope,
+            timeout = self.upstream_timeout_ms,
+            endpoint = self.endpoint,
+            policy = self.policy,
+        )
+    }
+
+    pub fn build(&self) -> Config {
+        Config::from_toml_str(&self.render(), &data_dir(), "test.toml").expect("valid test config")
+    }
+}
+
+/// A running gateway with its clock and HTTP client.
+pub struct Harness {
+    pub gateway: RunningGateway,
+    pub clock: Arc<ManualClock>,
+    pub client: Client<HttpConnector, Full<Bytes>>,
+}
+
+pub fn client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+impl Harness {
+    pub async fn start(config: TestConfig) -> Harness {
+        let clock = ManualClock::new();
+        let shared: SharedClock = clock.clone();
+        let gateway = server::start_with_clock(config.build(), shared)
+            .await
+            .expect("gateway starts");
+        Harness {
+            gateway,
+            clock,
+            client: client(),
+        }
+    }
+
+    pub async fn default() -> Harness {
+        Harness::start(TestConfig::default()).await
+    }
+
+    pub fn sim(&self) -> &sim::SimHandle {
+        self.gateway.simulator.as_ref().expect("embedded simulator")
+    }
+
+    pub fn token(&self, sub: &str) -> String {
+        mint(Algorithm::ES256, &claims(sub, self.clock.unix_seconds()))
+    }
+
+    /// POSTs the standard body for `server` with a token for `sub`.
+    pub async fn console(&self, sub: &str, server: &str) -> Reply {
+        let token = self.token(sub);
+        self.post(&console_path(PROJECT, server), &[("authorization", &format!("Bearer {token}"))], BODY)
+            .await
+    }
+
+    pub async fn post(&self, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
+        let mut all = vec![("content-type", "application/json")];
+        all.extend_from_slice(headers);
+        send(&self.client, Method::POST, &format!("{}{path}", self.gateway.public_url()), &all, body.to_string()).await
+    }
+
+    pub async fn metrics(&self) -> String {
+        let reply = send(&self.client, Method::GET, &format!("{}/metrics", self.gateway.admin_url()), &[], String::new()).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        reply.text()
+    }
+}
+
+/// An HTTP answer, fully read.
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn url(&self) -> String {
+        self.json()["remote_console"]["url"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no url in {}", self.text()))
+            .to_string()
+    }
+
+    /// Asserts the flat error shape with this status and code, and returns the message.
+    pub fn assert_error(&self, status: u16, code: &str) -> String {
+        assert_eq!(self.status.as_u16(), status, "body: {}", self.text());
+        let v = self.json();
+        assert_eq!(v["error_code"], code, "body: {v}");
+        let request_id = self.header("x-request-id").expect("x-request-id header");
+        assert_eq!(v["request_id"], request_id);
+        v["error_msg"].as_str().expect("error_msg").to_string()
+    }
+}
+
+pub async fn send(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    method: Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: String,
+) -> Reply {
+    let mut builder = Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        builder = builder.header(*k, *v);
+    }
+    let response = tokio::time::timeout(
+        Duration::from_secs(20),
+        client.request(builder.body(Full::new(Bytes::from(body))).unwrap()),
+    )
+    .await
+    .expect("answer within 20 s")
+    .expect("HTTP exchange");
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response.into_body().collect().await.expect("body").to_bytes();
+    Reply { status, headers, body }
+}
+
+/// Standard valid claims for `sub` at `now`.
+pub fn claims(sub: &str, now: i64) -> Value {
+    json!({"iss": ISSUER, "aud": AUDIENCE, "sub": sub, "iat": now, "exp": now + 300})
+}
+
+fn key_file(name: &str) -> Vec<u8> {
+    std::fs::read(data_dir().join("keys").join(name)).expect("test key")
+}
+
+/// Signs `claims` with the test key for `alg` (kid `es`, `rs` or `ed`).
+pub fn mint(alg: Algorithm, claims: &Value) -> String {
+    let (key, kid) = match alg {
+        Algorithm::ES256 => (EncodingKey::from_ec_pem(&key_file("es256-private.pem")).unwrap(), "es"),
+        Algorithm::RS256 => (EncodingKey::from_rsa_pem(&key_file("rs256-private.pem")).unwrap(), "rs"),
+        Algorithm::EdDSA => (EncodingKey::from_ed_pem(&key_file("ed25519-private.pem")).unwrap(), "ed"),
+        other => panic!("no test key for {other:?}"),
+    };
+    let mut header = Header::new(alg);
+    header.kid = Some(kid.into());
+    jsonwebtoken::encode(&header, claims, &key).unwrap()
+}
+
+/// Signs with a key the gateway does not trust, claiming the trusted kid `es`.
+pub fn mint_with_attacker_key(claims: &Value, kid: &str) -> String {
+    let key = EncodingKey::from_ec_pem(&key_file("attacker-es256-private.pem")).unwrap();
+    let mut header = Header::new(Algorithm::ES256);
+    header.kid = Some(kid.into());
+    jsonwebtoken::encode(&header, claims, &key).unwrap()
+}
+
+/// A token assembled by hand from a header, claims and raw signature bytes.
+pub fn raw_token(header: &Value, claims: &Value, signature: &[u8]) -> String {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    format!(
+        "{}.{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string()),
+        URL_SAFE_NO_PAD.encode(signature)
+    )
+}
+
+/// Starts a simulator of its own (not embedded) with the given credentials.
+pub async fn start_simulator(access_key: &str, secret_key: &str) -> sim::SimHandle {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    sim::start(
+        sim::SimConfig {
+            credentials: vec![sim::SimCredential {
+                access_key: access_key.into(),
+                secret_key: Secret::new(secret_key),
+                projects: vec![PROJECT.into()],
+                security_token: None,
+            }],
+            catalog: sim::Catalog::demo(),
+            console_base_url: sim::DEFAULT_CONSOLE_BASE_URL.into(),
+        },
+        listener,
+    )
+    .await
+    .unwrap()
+}
+
+/// A loopback port with nothing listening on it.
+pub fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// The value of one sample line in a Prometheus scrape, e.g.
+/// `bmsgw_cache_requests_total{outcome="hit"}`.
+pub fn metric(scrape: &str, series: &str) -> f64 {
+    scrape
+        .lines()
+        .find_map(|line| line.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("series {series} not in scrape"))
+        .trim()
+        .parse()
+        .unwrap()
+}
