@@ -109,7 +109,10 @@ mod tests {
 
     #[test]
     fn references_parse_and_inline_values_are_refused() {
-        assert_eq!(SecretRef::parse("env:X").unwrap(), SecretRef::Env("X".into()));
+        assert_eq!(
+            SecretRef::parse("env:X").unwrap(),
+            SecretRef::Env("X".into())
+        );
         assert_eq!(
             SecretRef::parse("file:/a/b").unwrap(),
             SecretRef::File(PathBuf::from("/a/b"))
@@ -125,7 +128,10 @@ mod tests {
         std::fs::write(dir.join("sk"), "value\n").unwrap();
         let s = SecretRef::parse("file:sk").unwrap().resolve(&dir).unwrap();
         assert_eq!(s.expose(), "value");
-        let err = SecretRef::parse("file:missing").unwrap().resolve(&dir).unwrap_err();
+        let err = SecretRef::parse("file:missing")
+            .unwrap()
+            .resolve(&dir)
+            .unwrap_err();
         assert!(err.contains("missing"));
     }
 }
