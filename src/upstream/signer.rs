@@ -92,8 +92,9 @@ pub enum SignError {
     InvalidAccessKey,
 }
 
-/// The canonical URI: percent-decode the path, split on `/`, encode each segment with
-/// [`SDK_ENCODE_SET`], rejoin, and end with exactly one added `/` if there is none.
+/// The canonical URI: percent-decode the path, split on `/`, percent-encode each segment
+/// (keeping only the RFC 3986 unreserved `A-Z a-z 0-9 - _ . ~`), rejoin, and end with
+/// exactly one added `/` if there is none.
 ///
 /// So `/a/b` and `/a/b/` sign the same, and an escaped `%2F` becomes a real `/` (the SDK
 /// decodes before splitting). Invalid UTF-8 after decoding becomes U+FFFD, as Python's
@@ -112,7 +113,7 @@ pub fn canonical_uri(path: &str) -> String {
 }
 
 /// The canonical query string: pairs sorted by (key, value) on the decoded strings, each
-/// side encoded with [`SDK_ENCODE_SET`] (space is `%20`, never `+`), joined as `k=v` with
+/// side encoded like a URI segment (space is `%20`, never `+`), joined as `k=v` with
 /// `&`. No pairs gives the empty string.
 ///
 /// The SDK sends exactly this string as the URL query, and so should anyone forwarding a
