@@ -228,7 +228,7 @@ async fn simulate(
         },
     };
     let projects = if projects.is_empty() {
-        catalog.project_ids()
+        catalog.project_ids().map(str::to_string).collect()
     } else {
         projects
     };

@@ -192,7 +192,7 @@ async fn serve<F, Fut>(
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
         let connection = builder
-            .serve_connection(TokioIo::new(stream), service_fn(move |req| handler(req)))
+            .serve_connection(TokioIo::new(stream), service_fn(handler))
             .into_owned();
         let connection = graceful.watch(connection);
         tokio::spawn(async move {

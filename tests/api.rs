@@ -47,7 +47,15 @@ async fn caller_credentials_are_never_forwarded() {
     seen.sort();
     assert_eq!(
         seen,
-        ["authorization", "content-length", "content-type", "host", "user-agent", "x-project-id", "x-sdk-date"],
+        [
+            "authorization",
+            "content-length",
+            "content-type",
+            "host",
+            "user-agent",
+            "x-project-id",
+            "x-sdk-date"
+        ],
         "the upstream request carries only the gateway's own headers"
     );
 }
@@ -60,11 +68,21 @@ async fn path_parameters_are_validated_before_anything_else() {
     let msg = reply.assert_error(400, "BMSGW.0101");
     assert!(msg.contains("project_id"));
     let short = &PROJECT[..31];
-    h.post(&console_path(short, LINUX), &[], BODY).await.assert_error(400, "BMSGW.0101");
-    let reply = h.post(&console_path(PROJECT, "cf2a8b97b5c647ef9714eb27adf26e5b"), &[], BODY).await;
+    h.post(&console_path(short, LINUX), &[], BODY)
+        .await
+        .assert_error(400, "BMSGW.0101");
+    let reply = h
+        .post(
+            &console_path(PROJECT, "cf2a8b97b5c647ef9714eb27adf26e5b"),
+            &[],
+            BODY,
+        )
+        .await;
     let msg = reply.assert_error(400, "BMSGW.0102");
     assert!(msg.contains("server_id"));
-    h.post(&console_path(PROJECT, "../../etc"), &[], BODY).await.assert_error(404, "APIGW.0101");
+    h.post(&console_path(PROJECT, "../../etc"), &[], BODY)
+        .await
+        .assert_error(404, "APIGW.0101");
     assert_eq!(h.sim().stats().requests_total, 0);
 }
 
@@ -74,8 +92,13 @@ async fn body_limits_and_content_type_are_enforced() {
     let auth = format!("Bearer {}", h.token("alice"));
     let path = console_path(PROJECT, LINUX);
 
-    let big = format!(r#"{{"remote_console":{{"protocol":"serial","type":"serial"}},"pad":"{}"}}"#, "x".repeat(5000));
-    h.post(&path, &[("authorization", &auth)], &big).await.assert_error(413, "BMSGW.0105");
+    let big = format!(
+        r#"{{"remote_console":{{"protocol":"serial","type":"serial"}},"pad":"{}"}}"#,
+        "x".repeat(5000)
+    );
+    h.post(&path, &[("authorization", &auth)], &big)
+        .await
+        .assert_error(413, "BMSGW.0105");
 
     let reply = common::send(
         &h.client,
@@ -100,7 +123,10 @@ async fn body_limits_and_content_type_are_enforced() {
         &h.client,
         Method::POST,
         &format!("{}{path}", h.gateway.public_url()),
-        &[("authorization", &auth), ("content-type", "application/json;charset=utf-8")],
+        &[
+            ("authorization", &auth),
+            ("content-type", "application/json;charset=utf-8"),
+        ],
         BODY.into(),
     )
     .await;
@@ -116,16 +142,21 @@ async fn oversized_chunked_body_is_refused() {
 
     let h = Harness::default().await;
     // A body with no Content-Length, streamed in chunks past the cap.
-    let chunks: Vec<Result<Frame<Bytes>, std::convert::Infallible>> =
-        (0..10).map(|_| Ok(Frame::data(Bytes::from(vec![b' '; 1024])))).collect();
+    let chunks: Vec<Result<Frame<Bytes>, std::convert::Infallible>> = (0..10)
+        .map(|_| Ok(Frame::data(Bytes::from(vec![b' '; 1024]))))
+        .collect();
     let body = StreamBody::new(stream::iter(chunks));
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<StreamBody<_>>();
-    let request = http::Request::post(format!("{}{}", h.gateway.public_url(), console_path(PROJECT, LINUX)))
-        .header("content-type", "application/json")
-        .header("authorization", format!("Bearer {}", h.token("alice")))
-        .body(body)
-        .unwrap();
+    let request = http::Request::post(format!(
+        "{}{}",
+        h.gateway.public_url(),
+        console_path(PROJECT, LINUX)
+    ))
+    .header("content-type", "application/json")
+    .header("authorization", format!("Bearer {}", h.token("alice")))
+    .body(body)
+    .unwrap();
     let response = client.request(request).await.unwrap();
     assert_eq!(response.status(), 413);
     let body = response.into_body().collect().await.unwrap().to_bytes();
@@ -138,18 +169,31 @@ async fn body_fields_are_validated_and_named() {
     let h = Harness::default().await;
     let auth = format!("Bearer {}", h.token("alice"));
     let path = console_path(PROJECT, LINUX);
-    h.post(&path, &[("authorization", &auth)], "{not json").await.assert_error(400, "BMSGW.0103");
+    h.post(&path, &[("authorization", &auth)], "{not json")
+        .await
+        .assert_error(400, "BMSGW.0103");
     let msg = h
-        .post(&path, &[("authorization", &auth)], r#"{"remote_console":{"type":"serial"}}"#)
+        .post(
+            &path,
+            &[("authorization", &auth)],
+            r#"{"remote_console":{"type":"serial"}}"#,
+        )
         .await
         .assert_error(400, "BMSGW.0104");
     assert!(msg.contains("remote_console.protocol"), "{msg}");
     let msg = h
-        .post(&path, &[("authorization", &auth)], r#"{"remote_console":{"protocol":"serial","type":"vnc"}}"#)
+        .post(
+            &path,
+            &[("authorization", &auth)],
+            r#"{"remote_console":{"protocol":"serial","type":"vnc"}}"#,
+        )
         .await
         .assert_error(400, "BMSGW.0104");
     assert!(msg.contains("remote_console.type"), "{msg}");
-    let msg = h.post(&path, &[("authorization", &auth)], "{}").await.assert_error(400, "BMSGW.0104");
+    let msg = h
+        .post(&path, &[("authorization", &auth)], "{}")
+        .await
+        .assert_error(400, "BMSGW.0104");
     assert!(msg.contains("remote_console"), "{msg}");
     assert_eq!(h.sim().stats().requests_total, 0);
 }
@@ -157,7 +201,9 @@ async fn body_fields_are_validated_and_named() {
 #[tokio::test]
 async fn unknown_paths_and_wrong_methods() {
     let h = Harness::default().await;
-    h.post("/v1/nothing/here", &[], BODY).await.assert_error(404, "APIGW.0101");
+    h.post("/v1/nothing/here", &[], BODY)
+        .await
+        .assert_error(404, "APIGW.0101");
     h.post("/", &[], BODY).await.assert_error(404, "APIGW.0101");
     let reply = common::send(
         &h.client,
@@ -176,10 +222,22 @@ async fn request_ids_are_kept_when_sane_and_replaced_otherwise() {
     let h = Harness::default().await;
     let auth = format!("Bearer {}", h.token("alice"));
     let path = console_path(PROJECT, LINUX);
-    let reply = h.post(&path, &[("authorization", &auth), ("x-request-id", "trace-abc.123")], BODY).await;
+    let reply = h
+        .post(
+            &path,
+            &[("authorization", &auth), ("x-request-id", "trace-abc.123")],
+            BODY,
+        )
+        .await;
     assert_eq!(reply.header("x-request-id"), Some("trace-abc.123"));
     let long = "a".repeat(129);
-    let reply = h.post(&path, &[("authorization", &auth), ("x-request-id", &long)], BODY).await;
+    let reply = h
+        .post(
+            &path,
+            &[("authorization", &auth), ("x-request-id", &long)],
+            BODY,
+        )
+        .await;
     let id = reply.header("x-request-id").unwrap();
     assert_ne!(id, long);
     assert_eq!(id.len(), 32);
@@ -191,10 +249,9 @@ async fn request_ids_are_kept_when_sane_and_replaced_otherwise() {
 #[tokio::test]
 async fn health_and_readiness() {
     let h = Harness::default().await;
-    let get = |path: &str| {
-        common::send(&h.client, Method::GET, &format!("{}{path}", h.gateway.admin_url()), &[], String::new())
-    };
-    assert_eq!(get("/healthz").await.status, 200);
-    assert_eq!(get("/readyz").await.status, 200);
-    assert_eq!(get("/nope").await.status, 404);
+    for (path, status) in [("/healthz", 200), ("/readyz", 200), ("/nope", 404)] {
+        let url = format!("{}{path}", h.gateway.admin_url());
+        let reply = common::send(&h.client, Method::GET, &url, &[], String::new()).await;
+        assert_eq!(reply.status, status, "{path}");
+    }
 }

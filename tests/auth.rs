@@ -8,8 +8,12 @@ use jsonwebtoken::Algorithm;
 use serde_json::json;
 
 async fn call_with(h: &Harness, token: &str) -> Reply {
-    h.post(&console_path(PROJECT, LINUX), &[("authorization", &format!("Bearer {token}"))], BODY)
-        .await
+    h.post(
+        &console_path(PROJECT, LINUX),
+        &[("authorization", &format!("Bearer {token}"))],
+        BODY,
+    )
+    .await
 }
 
 fn assert_invalid(reply: &Reply) {
@@ -43,9 +47,16 @@ async fn missing_token_gets_a_bearer_challenge() {
     let reply = h.post(&console_path(PROJECT, LINUX), &[], BODY).await;
     let msg = reply.assert_error(401, "APIGW.0301");
     assert!(msg.contains("bearer token required"));
-    assert_eq!(reply.header("www-authenticate"), Some(r#"Bearer realm="bms-console-gateway""#));
+    assert_eq!(
+        reply.header("www-authenticate"),
+        Some(r#"Bearer realm="bms-console-gateway""#)
+    );
     let reply = h
-        .post(&console_path(PROJECT, LINUX), &[("authorization", "Basic YWxpY2U6cHc=")], BODY)
+        .post(
+            &console_path(PROJECT, LINUX),
+            &[("authorization", "Basic YWxpY2U6cHc=")],
+            BODY,
+        )
         .await;
     reply.assert_error(401, "APIGW.0301");
 }
@@ -55,7 +66,13 @@ async fn bad_signature_unknown_key_and_garbage_are_refused() {
     let h = Harness::default().await;
     let now = h_now(&h);
     assert_invalid(&call_with(&h, &mint_with_attacker_key(&claims("alice", now), "es")).await);
-    assert_invalid(&call_with(&h, &mint_with_attacker_key(&claims("alice", now), "no-such-kid")).await);
+    assert_invalid(
+        &call_with(
+            &h,
+            &mint_with_attacker_key(&claims("alice", now), "no-such-kid"),
+        )
+        .await,
+    );
     assert_invalid(&call_with(&h, "not-a-jwt").await);
     assert_invalid(&call_with(&h, "a.b.c").await);
     // A valid token with one flipped signature character.
@@ -65,9 +82,24 @@ async fn bad_signature_unknown_key_and_garbage_are_refused() {
     assert_invalid(&call_with(&h, &token).await);
 
     let scrape = h.metrics().await;
-    assert_eq!(metric(&scrape, r#"bmsgw_auth_failures_total{reason="bad_signature"}"#), 2.0);
-    assert_eq!(metric(&scrape, r#"bmsgw_auth_failures_total{reason="unknown_key"}"#), 1.0);
-    assert_eq!(metric(&scrape, r#"bmsgw_auth_failures_total{reason="malformed"}"#), 2.0);
+    assert_eq!(
+        metric(
+            &scrape,
+            r#"bmsgw_auth_failures_total{reason="bad_signature"}"#
+        ),
+        2.0
+    );
+    assert_eq!(
+        metric(
+            &scrape,
+            r#"bmsgw_auth_failures_total{reason="unknown_key"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(&scrape, r#"bmsgw_auth_failures_total{reason="malformed"}"#),
+        2.0
+    );
 }
 
 #[tokio::test]
@@ -96,8 +128,17 @@ async fn expiry_and_not_before_honour_the_leeway() {
     assert_eq!(call_with(&h, &token).await.status, 401);
 
     let scrape = h.metrics().await;
-    assert_eq!(metric(&scrape, r#"bmsgw_auth_failures_total{reason="expired"}"#), 2.0);
-    assert_eq!(metric(&scrape, r#"bmsgw_auth_failures_total{reason="not_yet_valid"}"#), 1.0);
+    assert_eq!(
+        metric(&scrape, r#"bmsgw_auth_failures_total{reason="expired"}"#),
+        2.0
+    );
+    assert_eq!(
+        metric(
+            &scrape,
+            r#"bmsgw_auth_failures_total{reason="not_yet_valid"}"#
+        ),
+        1.0
+    );
 }
 
 #[tokio::test]
@@ -137,7 +178,12 @@ async fn hmac_signed_with_the_public_key_is_refused() {
     for alg in [Algorithm::HS256, Algorithm::HS384] {
         let mut header = jsonwebtoken::Header::new(alg);
         header.kid = Some("es".into());
-        let token = jsonwebtoken::encode(&header, &c, &jsonwebtoken::EncodingKey::from_secret(&public_pem)).unwrap();
+        let token = jsonwebtoken::encode(
+            &header,
+            &c,
+            &jsonwebtoken::EncodingKey::from_secret(&public_pem).unwrap(),
+        )
+        .unwrap();
         assert_invalid(&call_with(&h, &token).await);
     }
 }
@@ -167,8 +213,11 @@ async fn crit_headers_and_oversized_tokens_are_refused() {
     let now = h_now(&h);
     let mut header = jsonwebtoken::Header::new(Algorithm::ES256);
     header.kid = Some("es".into());
-    header.extras.insert("crit".into(), json!(["exp"]));
-    let key = jsonwebtoken::EncodingKey::from_ec_pem(&std::fs::read(data_dir().join("keys/es256-private.pem")).unwrap()).unwrap();
+    header.extras.insert("crit", json!(["exp"]));
+    let key = jsonwebtoken::EncodingKey::from_ec_pem(
+        &std::fs::read(data_dir().join("keys/es256-private.pem")).unwrap(),
+    )
+    .unwrap();
     let token = jsonwebtoken::encode(&header, &claims("alice", now), &key).unwrap();
     assert_invalid(&call_with(&h, &token).await);
 
@@ -176,8 +225,17 @@ async fn crit_headers_and_oversized_tokens_are_refused() {
     big["pad"] = json!("x".repeat(9000));
     assert_invalid(&call_with(&h, &mint(Algorithm::ES256, &big)).await);
     let scrape = h.metrics().await;
-    assert_eq!(metric(&scrape, r#"bmsgw_auth_failures_total{reason="too_large"}"#), 1.0);
-    assert_eq!(metric(&scrape, r#"bmsgw_auth_failures_total{reason="unsupported_header"}"#), 1.0);
+    assert_eq!(
+        metric(&scrape, r#"bmsgw_auth_failures_total{reason="too_large"}"#),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &scrape,
+            r#"bmsgw_auth_failures_total{reason="unsupported_header"}"#
+        ),
+        1.0
+    );
 }
 
 fn policy_config() -> TestConfig {
@@ -208,43 +266,66 @@ async fn policy_allows_by_subject_and_claims_and_denies_by_default() {
     assert_eq!(h.console("alice", LINUX).await.status, 200);
     let reply = h.console("alice", WINDOWS).await;
     reply.assert_error(403, "BMSGW.0201");
-    assert!(reply.header("ratelimit-limit").is_some(), "403 is an authenticated answer");
+    assert!(
+        reply.header("ratelimit-limit").is_some(),
+        "403 is an authenticated answer"
+    );
     // mallory matches no rule.
-    h.console("mallory", LINUX).await.assert_error(403, "BMSGW.0201");
+    h.console("mallory", LINUX)
+        .await
+        .assert_error(403, "BMSGW.0201");
     // The ops group opens anything in the project.
     let mut c = claims("carol", now);
     c["groups"] = json!(["dev", "ops"]);
     let reply = call_with(&h, &mint(Algorithm::ES256, &c)).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     c["groups"] = json!(["dev"]);
-    call_with(&h, &mint(Algorithm::ES256, &c)).await.assert_error(403, "BMSGW.0201");
+    call_with(&h, &mint(Algorithm::ES256, &c))
+        .await
+        .assert_error(403, "BMSGW.0201");
     let scrape = h.metrics().await;
     assert_eq!(metric(&scrape, "bmsgw_authz_denied_total"), 3.0);
-    assert_eq!(h.sim().stats().requests_total, 2);
+    // carol was served alice's cached URL (shared scope, and the policy allowed both).
+    assert_eq!(h.sim().stats().requests_total, 1);
 }
 
 #[tokio::test]
 async fn the_subject_claim_is_configurable() {
-    let mut config = TestConfig::default();
-    config.policy = format!(
-        r#"
+    let config = TestConfig {
+        policy: format!(
+            r#"
 [[policy.rules]]
 name = "by-email"
 subjects = ["alice@example.com"]
 projects = ["{PROJECT}"]
 "#
+        ),
+        ..TestConfig::default()
+    };
+    let text = config.render().replace(
+        "[[auth.issuers]]",
+        "[auth]\nsubject_claim = \"email\"\n\n[[auth.issuers]]",
     );
-    let text = config.render().replace("[[auth.issuers]]", "[auth]\nsubject_claim = \"email\"\n\n[[auth.issuers]]");
-    let cfg = bms_console_gateway::config::Config::from_toml_str(&text, &data_dir(), "t.toml").unwrap();
+    let cfg =
+        bms_console_gateway::config::Config::from_toml_str(&text, &data_dir(), "t.toml").unwrap();
     let gw = bms_console_gateway::server::start(cfg).await.unwrap();
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
     let mut c = claims("ignored-sub", now);
     c["email"] = json!("alice@example.com");
     let reply = send(
         &client(),
         http::Method::POST,
         &format!("{}{}", gw.public_url(), console_path(PROJECT, LINUX)),
-        &[("authorization", &format!("Bearer {}", mint(Algorithm::ES256, &c))), ("content-type", "application/json")],
+        &[
+            (
+                "authorization",
+                &format!("Bearer {}", mint(Algorithm::ES256, &c)),
+            ),
+            ("content-type", "application/json"),
+        ],
         BODY.into(),
     )
     .await;

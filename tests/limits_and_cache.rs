@@ -60,15 +60,25 @@ projects = ["{PROJECT}"]
         ..TestConfig::default()
     })
     .await;
-    assert_eq!(h.console("alice", LINUX).await.header("x-cache"), Some("miss"));
-    assert_eq!(h.console("alice", LINUX).await.header("x-cache"), Some("hit"));
-    h.console("alice", LINUX).await.assert_error(429, "APIGW.0308");
+    assert_eq!(
+        h.console("alice", LINUX).await.header("x-cache"),
+        Some("miss")
+    );
+    assert_eq!(
+        h.console("alice", LINUX).await.header("x-cache"),
+        Some("hit")
+    );
+    h.console("alice", LINUX)
+        .await
+        .assert_error(429, "APIGW.0308");
     for _ in 0..5 {
         let reply = h.console("robot", LINUX).await;
         assert_eq!(reply.status, 200);
         assert_eq!(reply.header("ratelimit-limit"), Some("5"));
     }
-    h.console("robot", LINUX).await.assert_error(429, "APIGW.0308");
+    h.console("robot", LINUX)
+        .await
+        .assert_error(429, "APIGW.0308");
 }
 
 #[tokio::test]
@@ -78,14 +88,25 @@ async fn cached_urls_are_served_until_the_ttl_and_no_cache_forces_a_fresh_one() 
     assert_eq!(first.header("x-cache"), Some("miss"));
     let second = h.console("bob", LINUX).await;
     assert_eq!(second.header("x-cache"), Some("hit"));
-    assert_eq!(first.url(), second.url(), "shared scope: one URL per server");
+    assert_eq!(
+        first.url(),
+        second.url(),
+        "shared scope: one URL per server"
+    );
     assert_eq!(h.sim().stats().remote_console_ok, 1);
 
     h.clock.advance(Duration::from_secs(29));
-    assert_eq!(h.console("alice", LINUX).await.header("x-cache"), Some("hit"));
+    assert_eq!(
+        h.console("alice", LINUX).await.header("x-cache"),
+        Some("hit")
+    );
     h.clock.advance(Duration::from_secs(1));
     let expired = h.console("alice", LINUX).await;
-    assert_eq!(expired.header("x-cache"), Some("miss"), "never served at or past the TTL");
+    assert_eq!(
+        expired.header("x-cache"),
+        Some("miss"),
+        "never served at or past the TTL"
+    );
     assert_ne!(expired.url(), first.url());
     assert_eq!(h.sim().stats().remote_console_ok, 2);
 
@@ -93,7 +114,10 @@ async fn cached_urls_are_served_until_the_ttl_and_no_cache_forces_a_fresh_one() 
     let forced = h
         .post(
             &console_path(PROJECT, LINUX),
-            &[("authorization", &format!("Bearer {token}")), ("cache-control", "no-cache")],
+            &[
+                ("authorization", &format!("Bearer {token}")),
+                ("cache-control", "no-cache"),
+            ],
             BODY,
         )
         .await;
@@ -104,8 +128,14 @@ async fn cached_urls_are_served_until_the_ttl_and_no_cache_forces_a_fresh_one() 
     assert_eq!(h.console("bob", LINUX).await.url(), forced.url());
 
     let scrape = h.metrics().await;
-    assert_eq!(metric(&scrape, r#"bmsgw_cache_requests_total{outcome="hit"}"#), 3.0);
-    assert_eq!(metric(&scrape, r#"bmsgw_cache_requests_total{outcome="miss"}"#), 3.0);
+    assert_eq!(
+        metric(&scrape, r#"bmsgw_cache_requests_total{outcome="hit"}"#),
+        3.0
+    );
+    assert_eq!(
+        metric(&scrape, r#"bmsgw_cache_requests_total{outcome="miss"}"#),
+        3.0
+    );
 }
 
 #[tokio::test]
@@ -123,7 +153,10 @@ async fn two_hundred_concurrent_cold_requests_make_one_upstream_call() {
                 &client,
                 http::Method::POST,
                 &url,
-                &[("authorization", &format!("Bearer {token}")), ("content-type", "application/json")],
+                &[
+                    ("authorization", &format!("Bearer {token}")),
+                    ("content-type", "application/json"),
+                ],
                 BODY.into(),
             )
             .await
@@ -136,11 +169,21 @@ async fn two_hundred_concurrent_cold_requests_make_one_upstream_call() {
         urls.insert(reply.url());
     }
     assert_eq!(urls.len(), 1, "all 200 callers got the same URL");
-    assert_eq!(h.sim().stats().requests_total, 1, "exactly one upstream call");
+    assert_eq!(
+        h.sim().stats().requests_total,
+        1,
+        "exactly one upstream call"
+    );
     let scrape = h.metrics().await;
-    let coalesced = metric(&scrape, r#"bmsgw_cache_requests_total{outcome="coalesced"}"#);
+    let coalesced = metric(
+        &scrape,
+        r#"bmsgw_cache_requests_total{outcome="coalesced"}"#,
+    );
     let hits = metric(&scrape, r#"bmsgw_cache_requests_total{outcome="hit"}"#);
-    assert_eq!(metric(&scrape, r#"bmsgw_cache_requests_total{outcome="miss"}"#), 1.0);
+    assert_eq!(
+        metric(&scrape, r#"bmsgw_cache_requests_total{outcome="miss"}"#),
+        1.0
+    );
     assert_eq!(coalesced + hits, 199.0);
 }
 
@@ -194,7 +237,9 @@ async fn per_user_scope_never_hands_one_users_url_to_another() {
 #[tokio::test]
 async fn errors_are_never_cached() {
     let h = Harness::default().await;
-    h.console("alice", WINDOWS).await.assert_error(400, "BMS.0395");
+    h.console("alice", WINDOWS)
+        .await
+        .assert_error(400, "BMS.0395");
     let again = h.console("alice", WINDOWS).await;
     again.assert_error(400, "BMS.0395");
     assert_eq!(again.header("x-cache"), Some("miss"));

@@ -13,10 +13,19 @@ async fn windows_and_unknown_servers_reach_the_caller_as_the_cloud_said() {
     let reply = h.console("alice", WINDOWS).await;
     let msg = reply.assert_error(400, "BMS.0395");
     assert!(msg.contains("windows"), "{msg}");
-    let msg = h.console("alice", UNKNOWN).await.assert_error(400, "BMS.0040");
+    let msg = h
+        .console("alice", UNKNOWN)
+        .await
+        .assert_error(400, "BMS.0040");
     assert_eq!(msg, "The server does not exist.");
     let scrape = h.metrics().await;
-    assert_eq!(metric(&scrape, r#"bmsgw_upstream_requests_total{account="test-account",status_class="4xx"}"#), 2.0);
+    assert_eq!(
+        metric(
+            &scrape,
+            r#"bmsgw_upstream_requests_total{account="test-account",status_class="4xx"}"#
+        ),
+        2.0
+    );
 }
 
 #[tokio::test]
@@ -27,9 +36,17 @@ async fn an_upstream_timeout_is_504() {
     })
     .await;
     h.sim().faults().set_latency(Duration::from_secs(3));
-    h.console("alice", LINUX).await.assert_error(504, "BMSGW.0302");
+    h.console("alice", LINUX)
+        .await
+        .assert_error(504, "BMSGW.0302");
     let scrape = h.metrics().await;
-    assert_eq!(metric(&scrape, r#"bmsgw_upstream_errors_total{account="test-account",kind="timeout"}"#), 1.0);
+    assert_eq!(
+        metric(
+            &scrape,
+            r#"bmsgw_upstream_errors_total{account="test-account",kind="timeout"}"#
+        ),
+        1.0
+    );
     // The timeout was not cached: once the cloud is fast again the call succeeds.
     h.sim().faults().set_latency(Duration::ZERO);
     assert_eq!(h.console("alice", LINUX).await.status, 200);
@@ -42,9 +59,17 @@ async fn a_refused_connection_is_502() {
         ..TestConfig::default()
     })
     .await;
-    h.console("alice", LINUX).await.assert_error(502, "BMSGW.0301");
+    h.console("alice", LINUX)
+        .await
+        .assert_error(502, "BMSGW.0301");
     let scrape = h.metrics().await;
-    assert_eq!(metric(&scrape, r#"bmsgw_upstream_errors_total{account="test-account",kind="connect"}"#), 1.0);
+    assert_eq!(
+        metric(
+            &scrape,
+            r#"bmsgw_upstream_errors_total{account="test-account",kind="connect"}"#
+        ),
+        1.0
+    );
 }
 
 #[tokio::test]
@@ -67,7 +92,9 @@ async fn cloud_server_errors_and_throttling_pass_through() {
 async fn a_dropped_connection_is_502() {
     let h = Harness::default().await;
     h.sim().faults().set_close_connection_rate(1.0);
-    h.console("alice", LINUX).await.assert_error(502, "BMSGW.0301");
+    h.console("alice", LINUX)
+        .await
+        .assert_error(502, "BMSGW.0301");
 }
 
 #[tokio::test]
@@ -84,7 +111,10 @@ async fn rejected_service_credentials_are_a_502_that_hides_the_cloud_text() {
     assert_eq!(sim.stats().auth_failures, 1);
     let scrape = h.metrics().await;
     assert_eq!(
-        metric(&scrape, r#"bmsgw_upstream_errors_total{account="test-account",kind="credentials_rejected"}"#),
+        metric(
+            &scrape,
+            r#"bmsgw_upstream_errors_total{account="test-account",kind="credentials_rejected"}"#
+        ),
         1.0
     );
 }
@@ -109,17 +139,50 @@ async fn metrics_move_and_pass_promtool() {
     assert_eq!(h.console("alice", LINUX).await.status, 200);
     h.post(&console_path(PROJECT, LINUX), &[], BODY).await;
     let scrape = h.metrics().await;
-    assert_eq!(metric(&scrape, r#"bmsgw_http_requests_total{route="remote_console",status_class="2xx"}"#), 2.0);
-    assert_eq!(metric(&scrape, r#"bmsgw_http_requests_total{route="remote_console",status_class="4xx"}"#), 1.0);
-    assert_eq!(metric(&scrape, r#"bmsgw_http_request_duration_seconds_count{route="remote_console"}"#), 3.0);
-    assert_eq!(metric(&scrape, r#"bmsgw_upstream_requests_total{account="test-account",status_class="2xx"}"#), 1.0);
-    assert_eq!(metric(&scrape, r#"bmsgw_upstream_request_duration_seconds_count{account="test-account"}"#), 1.0);
+    assert_eq!(
+        metric(
+            &scrape,
+            r#"bmsgw_http_requests_total{route="remote_console",status_class="2xx"}"#
+        ),
+        2.0
+    );
+    assert_eq!(
+        metric(
+            &scrape,
+            r#"bmsgw_http_requests_total{route="remote_console",status_class="4xx"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &scrape,
+            r#"bmsgw_http_request_duration_seconds_count{route="remote_console"}"#
+        ),
+        3.0
+    );
+    assert_eq!(
+        metric(
+            &scrape,
+            r#"bmsgw_upstream_requests_total{account="test-account",status_class="2xx"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &scrape,
+            r#"bmsgw_upstream_request_duration_seconds_count{account="test-account"}"#
+        ),
+        1.0
+    );
     assert_eq!(metric(&scrape, "bmsgw_http_requests_in_flight"), 0.0);
     assert_eq!(metric(&scrape, "bmsgw_console_urls_issued_total"), 2.0);
     assert_eq!(metric(&scrape, "bmsgw_ready"), 1.0);
     assert!(scrape.contains("bmsgw_build_info{version="));
     for forbidden in ["alice", "token=", PROJECT] {
-        assert!(!scrape.contains(forbidden), "{forbidden} must not be a label value");
+        assert!(
+            !scrape.contains(forbidden),
+            "{forbidden} must not be a label value"
+        );
     }
 
     let mut child = std::process::Command::new("promtool")
@@ -130,7 +193,12 @@ async fn metrics_move_and_pass_promtool() {
         .spawn()
         .expect("promtool must be installed (.ci/run installs Debian's prometheus package)");
     use std::io::Write;
-    child.stdin.take().unwrap().write_all(scrape.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(scrape.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(
         out.status.success(),

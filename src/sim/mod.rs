@@ -1,42 +1,185 @@
-//! BMS simulator (temporary stub; replaced by the simulator work).
-use crate::secret::Secret;
+//! A faithful, in-process simulator of the Huawei Cloud BMS `remote_console` API.
+//!
+//! Used by the gateway's tests, by the demo config (running embedded) and by the `simulate`
+//! subcommand, so that everything upstream of the cloud can be exercised without an account.
+//! It owns the cloud side of the contract: AK/SK signature checks as Huawei's API gateway
+//! does them, the BMS answers and both error shapes (flat APIGW, nested BMS), and fault
+//! injection. Facts and their sources: `shared/reference/huawei-api.md` sections 1, 2 and 4.
+//!
+//! Module map:
+//! - `catalog`: which servers exist where ([`Catalog`]);
+//! - `auth`: `SDK-HMAC-SHA256` verification and the 15-minute date window;
+//! - `faults`: live fault knobs ([`Faults`]);
+//! - `stats`: counters for tests ([`SimStats`]);
+//! - `responses`: JSON answers, request ids;
+//! - `server`: accept loop, routing, the route handler and the `/sim/` control endpoints.
+//!
+//! The control endpoints (`GET /sim/stats`, `GET`/`POST /sim/faults`, `POST /sim/reset`)
+//! are not part of the real API and are unauthenticated: bind the simulator to loopback.
+
+mod auth;
+mod catalog;
+mod faults;
+mod responses;
+mod server;
+mod stats;
+#[cfg(test)]
+mod tests;
+
 use std::net::SocketAddr;
-use std::path::Path;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::secret::Secret;
+
+pub use catalog::{
+    Catalog, ServerOs, SimServer, DEMO_LINUX_SERVER_2_ID, DEMO_LINUX_SERVER_ID, DEMO_PROJECT_ID,
+    DEMO_WINDOWS_SERVER_ID,
+};
+pub use faults::{FaultSettings, Faults, MAX_LATENCY};
+pub use stats::SimStats;
+
+/// Where console URLs point unless configured otherwise (`.invalid` never resolves).
 pub const DEFAULT_CONSOLE_BASE_URL: &str = "https://console.bms.sim.invalid/serial/";
+
+/// An AK/SK pair the simulator accepts, and the projects its account owns.
+#[derive(Clone, Debug)]
 pub struct SimCredential {
     pub access_key: String,
     pub secret_key: Secret,
+    /// Project ids the account owns; any other project in a URL is `Common.0018`.
     pub projects: Vec<String>,
+    /// Reserved for temporary (STS) keys; ignored for now.
     pub security_token: Option<Secret>,
 }
-pub struct Catalog;
-impl Catalog {
-    pub fn demo() -> Catalog {
-        Catalog
-    }
-    pub fn from_json_file(_p: &Path) -> Result<Catalog, String> {
-        Ok(Catalog)
-    }
-    pub fn project_ids(&self) -> Vec<String> {
-        vec![]
-    }
-}
+
+/// Everything a simulator needs to start.
+#[derive(Clone, Debug)]
 pub struct SimConfig {
     pub credentials: Vec<SimCredential>,
     pub catalog: Catalog,
+    /// Console URLs are `<console_base_url>?token=<fresh uuid>` (`&token=` if it already
+    /// has a query).
     pub console_base_url: String,
 }
-#[derive(Clone)]
-pub struct SimHandle;
-impl SimHandle {
-    pub fn endpoint(&self) -> String {
-        String::new()
-    }
-    pub fn shutdown(&self) {}
-    pub fn addr(&self) -> SocketAddr {
-        "127.0.0.1:1".parse().unwrap()
+
+impl SimConfig {
+    /// A config with the default console base URL.
+    pub fn new(credentials: Vec<SimCredential>, catalog: Catalog) -> SimConfig {
+        SimConfig {
+            credentials,
+            catalog,
+            console_base_url: DEFAULT_CONSOLE_BASE_URL.to_string(),
+        }
     }
 }
-pub async fn start(_c: SimConfig, _l: tokio::net::TcpListener) -> std::io::Result<SimHandle> {
-    Ok(SimHandle)
+
+/// State shared by the server task and every [`SimHandle`].
+pub(crate) struct Shared {
+    config: SimConfig,
+    counters: stats::Counters,
+    faults: Faults,
+}
+
+/// Starts serving `config` on `listener` in a spawned task (call inside a tokio runtime).
+///
+/// Refuses (`InvalidInput`) a config whose access keys repeat, since a lookup by access key
+/// would then be ambiguous. The server runs until [`SimHandle::shutdown`] or until the
+/// runtime ends; dropping the handles does not stop it.
+pub async fn start(config: SimConfig, listener: TcpListener) -> std::io::Result<SimHandle> {
+    for (i, c) in config.credentials.iter().enumerate() {
+        if config.credentials[..i]
+            .iter()
+            .any(|d| d.access_key == c.access_key)
+        {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("access key {} appears twice", c.access_key),
+            ));
+        }
+    }
+    let addr = listener.local_addr()?;
+    let shared = Arc::new(Shared {
+        config,
+        counters: stats::Counters::default(),
+        faults: Faults::new(),
+    });
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (done_tx, done_rx) = watch::channel(false);
+    tokio::spawn(server::serve(listener, shared.clone(), stop_rx, done_tx));
+    Ok(SimHandle {
+        shared,
+        addr,
+        stop: Arc::new(stop_tx),
+        done: done_rx,
+    })
+}
+
+/// A running simulator. Cheap to clone; all clones control the same server.
+#[derive(Clone)]
+pub struct SimHandle {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    stop: Arc<watch::Sender<bool>>,
+    done: watch::Receiver<bool>,
+}
+
+impl SimHandle {
+    /// The address the listener is bound to.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Base URL to point a client at, e.g. `http://127.0.0.1:40123`. A wildcard bind address
+    /// is replaced by the loopback address, which is what a local client can reach.
+    pub fn endpoint(&self) -> String {
+        let mut addr = self.addr;
+        if addr.ip().is_unspecified() {
+            let loopback = match addr {
+                SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            };
+            addr.set_ip(loopback);
+        }
+        format!("http://{addr}")
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> SimStats {
+        self.shared.counters.snapshot()
+    }
+
+    /// The live fault knobs, shared with the server.
+    pub fn faults(&self) -> &Faults {
+        &self.shared.faults
+    }
+
+    /// Zeroes the counters and turns every fault off (as `POST /sim/reset`).
+    pub fn reset(&self) {
+        self.shared.counters.reset();
+        self.shared.faults.reset();
+    }
+
+    /// Stops accepting connections; in-flight requests finish, then the task ends.
+    /// Idempotent.
+    pub fn shutdown(&self) {
+        self.stop.send_replace(true);
+    }
+
+    /// Resolves once the server task has ended (after [`SimHandle::shutdown`]).
+    pub async fn stopped(&self) {
+        let mut done = self.done.clone();
+        // An Err means the task is gone (e.g. the runtime is shutting down): stopped too.
+        let _ = done.wait_for(|d| *d).await;
+    }
+}
+
+impl std::fmt::Debug for SimHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimHandle")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
 }

@@ -173,18 +173,36 @@ impl Harness {
     /// POSTs the standard body for `server` with a token for `sub`.
     pub async fn console(&self, sub: &str, server: &str) -> Reply {
         let token = self.token(sub);
-        self.post(&console_path(PROJECT, server), &[("authorization", &format!("Bearer {token}"))], BODY)
-            .await
+        self.post(
+            &console_path(PROJECT, server),
+            &[("authorization", &format!("Bearer {token}"))],
+            BODY,
+        )
+        .await
     }
 
     pub async fn post(&self, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
         let mut all = vec![("content-type", "application/json")];
         all.extend_from_slice(headers);
-        send(&self.client, Method::POST, &format!("{}{path}", self.gateway.public_url()), &all, body.to_string()).await
+        send(
+            &self.client,
+            Method::POST,
+            &format!("{}{path}", self.gateway.public_url()),
+            &all,
+            body.to_string(),
+        )
+        .await
     }
 
     pub async fn metrics(&self) -> String {
-        let reply = send(&self.client, Method::GET, &format!("{}/metrics", self.gateway.admin_url()), &[], String::new()).await;
+        let reply = send(
+            &self.client,
+            Method::GET,
+            &format!("{}/metrics", self.gateway.admin_url()),
+            &[],
+            String::new(),
+        )
+        .await;
         assert_eq!(reply.status, StatusCode::OK);
         reply.text()
     }
@@ -249,8 +267,17 @@ pub async fn send(
     .expect("HTTP exchange");
     let status = response.status();
     let headers = response.headers().clone();
-    let body = response.into_body().collect().await.expect("body").to_bytes();
-    Reply { status, headers, body }
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    Reply {
+        status,
+        headers,
+        body,
+    }
 }
 
 /// Standard valid claims for `sub` at `now`.
@@ -265,9 +292,18 @@ fn key_file(name: &str) -> Vec<u8> {
 /// Signs `claims` with the test key for `alg` (kid `es`, `rs` or `ed`).
 pub fn mint(alg: Algorithm, claims: &Value) -> String {
     let (key, kid) = match alg {
-        Algorithm::ES256 => (EncodingKey::from_ec_pem(&key_file("es256-private.pem")).unwrap(), "es"),
-        Algorithm::RS256 => (EncodingKey::from_rsa_pem(&key_file("rs256-private.pem")).unwrap(), "rs"),
-        Algorithm::EdDSA => (EncodingKey::from_ed_pem(&key_file("ed25519-private.pem")).unwrap(), "ed"),
+        Algorithm::ES256 => (
+            EncodingKey::from_ec_pem(&key_file("es256-private.pem")).unwrap(),
+            "es",
+        ),
+        Algorithm::RS256 => (
+            EncodingKey::from_rsa_pem(&key_file("rs256-private.pem")).unwrap(),
+            "rs",
+        ),
+        Algorithm::EdDSA => (
+            EncodingKey::from_ed_pem(&key_file("ed25519-private.pem")).unwrap(),
+            "ed",
+        ),
         other => panic!("no test key for {other:?}"),
     };
     let mut header = Header::new(alg);
@@ -326,7 +362,10 @@ pub fn closed_port() -> u16 {
 pub fn metric(scrape: &str, series: &str) -> f64 {
     scrape
         .lines()
-        .find_map(|line| line.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+        .find_map(|line| {
+            line.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
         .unwrap_or_else(|| panic!("series {series} not in scrape"))
         .trim()
         .parse()

@@ -1,0 +1,210 @@
+//! Fault knobs: the misbehaviour a test can switch on in a running simulator.
+//!
+//! [`Faults`] is shared between the test (through `SimHandle::faults`, or `POST /sim/faults`)
+//! and the server task, so every knob is an atomic and takes effect on the next request
+//! without a restart. Rates are probabilities in `0.0..=1.0`, rolled independently per
+//! request; `1.0` always fires, `0.0` never does, so tests can be deterministic.
+//!
+//! The server applies them, on the API route only and before anything else, in this order:
+//! latency, close connection, throttle (429), 5xx (see `server.rs` for the answers).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Upper bound for injected latency, so a typo in a test cannot park a request for hours.
+pub const MAX_LATENCY: Duration = Duration::from_secs(600);
+
+/// Live fault knobs. All setters take `&self`; values are read per request.
+#[derive(Debug, Default)]
+pub struct Faults {
+    latency_ms: AtomicU64,
+    // f64 rates stored as their bit patterns (there is no AtomicF64).
+    error_5xx_rate: AtomicU64,
+    throttle_rate: AtomicU64,
+    close_connection_rate: AtomicU64,
+}
+
+/// The knobs as JSON, for `POST /sim/faults` and `GET /sim/faults`. In a POST, an omitted
+/// field leaves that knob as it is; in an answer every field is present.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultSettings {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_5xx_rate: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throttle_rate: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub close_connection_rate: Option<f64>,
+}
+
+/// Clamps to `0.0..=1.0`; NaN becomes 0 (a knob that is off is the safe reading of garbage).
+fn clamp_rate(rate: f64) -> f64 {
+    if rate.is_nan() {
+        0.0
+    } else {
+        rate.clamp(0.0, 1.0)
+    }
+}
+
+fn load_rate(cell: &AtomicU64) -> f64 {
+    f64::from_bits(cell.load(Ordering::Relaxed))
+}
+
+fn store_rate(cell: &AtomicU64, rate: f64) {
+    cell.store(clamp_rate(rate).to_bits(), Ordering::Relaxed);
+}
+
+/// One roll of the dice for a knob.
+pub(crate) fn fires(rate: f64) -> bool {
+    rate > 0.0 && (rate >= 1.0 || rand::random::<f64>() < rate)
+}
+
+impl Faults {
+    /// All knobs off.
+    pub fn new() -> Faults {
+        Faults::default()
+    }
+
+    /// Delay before every API answer (capped at [`MAX_LATENCY`]); zero turns it off.
+    pub fn set_latency(&self, latency: Duration) {
+        let ms = latency.min(MAX_LATENCY).as_millis();
+        self.latency_ms
+            .store(u64::try_from(ms).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// Share of API requests answered `503` (clamped to `0.0..=1.0`).
+    pub fn set_error_5xx_rate(&self, rate: f64) {
+        store_rate(&self.error_5xx_rate, rate);
+    }
+
+    /// Share of API requests answered `429 APIGW.0308` (clamped to `0.0..=1.0`).
+    pub fn set_throttle_rate(&self, rate: f64) {
+        store_rate(&self.throttle_rate, rate);
+    }
+
+    /// Share of API requests whose connection is dropped without an answer (clamped).
+    pub fn set_close_connection_rate(&self, rate: f64) {
+        store_rate(&self.close_connection_rate, rate);
+    }
+
+    pub fn latency(&self) -> Duration {
+        Duration::from_millis(self.latency_ms.load(Ordering::Relaxed))
+    }
+
+    pub fn error_5xx_rate(&self) -> f64 {
+        load_rate(&self.error_5xx_rate)
+    }
+
+    pub fn throttle_rate(&self) -> f64 {
+        load_rate(&self.throttle_rate)
+    }
+
+    pub fn close_connection_rate(&self) -> f64 {
+        load_rate(&self.close_connection_rate)
+    }
+
+    /// Current knobs, every field present.
+    pub fn settings(&self) -> FaultSettings {
+        FaultSettings {
+            latency_ms: Some(self.latency_ms.load(Ordering::Relaxed)),
+            error_5xx_rate: Some(self.error_5xx_rate()),
+            throttle_rate: Some(self.throttle_rate()),
+            close_connection_rate: Some(self.close_connection_rate()),
+        }
+    }
+
+    /// Applies the fields that are present. Unlike the setters (which clamp), this refuses
+    /// out-of-range input, since it comes over HTTP and a silent clamp would hide a mistake;
+    /// on error nothing is changed.
+    pub fn apply(&self, settings: &FaultSettings) -> Result<(), String> {
+        if let Some(ms) = settings.latency_ms {
+            if u128::from(ms) > MAX_LATENCY.as_millis() {
+                return Err(format!(
+                    "latency_ms must be at most {}",
+                    MAX_LATENCY.as_millis()
+                ));
+            }
+        }
+        for (name, rate) in [
+            ("error_5xx_rate", settings.error_5xx_rate),
+            ("throttle_rate", settings.throttle_rate),
+            ("close_connection_rate", settings.close_connection_rate),
+        ] {
+            if let Some(r) = rate {
+                if !(0.0..=1.0).contains(&r) {
+                    return Err(format!("{name} must be between 0.0 and 1.0"));
+                }
+            }
+        }
+        if let Some(ms) = settings.latency_ms {
+            self.set_latency(Duration::from_millis(ms));
+        }
+        if let Some(r) = settings.error_5xx_rate {
+            self.set_error_5xx_rate(r);
+        }
+        if let Some(r) = settings.throttle_rate {
+            self.set_throttle_rate(r);
+        }
+        if let Some(r) = settings.close_connection_rate {
+            self.set_close_connection_rate(r);
+        }
+        Ok(())
+    }
+
+    /// Every knob off.
+    pub fn reset(&self) {
+        self.set_latency(Duration::ZERO);
+        self.set_error_5xx_rate(0.0);
+        self.set_throttle_rate(0.0);
+        self.set_close_connection_rate(0.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn setters_clamp_and_settings_report() {
+        let f = Faults::new();
+        assert_eq!(f.settings().throttle_rate, Some(0.0));
+        f.set_throttle_rate(2.0);
+        f.set_error_5xx_rate(f64::NAN);
+        f.set_close_connection_rate(-1.0);
+        f.set_latency(Duration::from_secs(100_000));
+        assert_eq!(f.throttle_rate(), 1.0);
+        assert_eq!(f.error_5xx_rate(), 0.0);
+        assert_eq!(f.close_connection_rate(), 0.0);
+        assert_eq!(f.latency(), MAX_LATENCY);
+        f.reset();
+        assert_eq!(f.settings(), Faults::new().settings());
+    }
+
+    #[test]
+    fn apply_changes_only_given_fields_and_refuses_out_of_range() {
+        let f = Faults::new();
+        f.set_throttle_rate(0.5);
+        let s: FaultSettings = serde_json::from_str(r#"{"latency_ms":20}"#).unwrap();
+        f.apply(&s).unwrap();
+        assert_eq!(f.latency(), Duration::from_millis(20));
+        assert_eq!(f.throttle_rate(), 0.5);
+        let bad = FaultSettings {
+            error_5xx_rate: Some(0.1),
+            throttle_rate: Some(1.5),
+            ..FaultSettings::default()
+        };
+        assert!(f.apply(&bad).unwrap_err().contains("throttle_rate"));
+        assert_eq!(f.error_5xx_rate(), 0.0, "nothing applied on error");
+        assert!(serde_json::from_str::<FaultSettings>(r#"{"latncy_ms":1}"#).is_err());
+    }
+
+    #[test]
+    fn extreme_rates_are_deterministic() {
+        assert!((0..1000).all(|_| fires(1.0)));
+        assert!((0..1000).all(|_| !fires(0.0)));
+    }
+}
