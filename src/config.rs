@@ -349,20 +349,24 @@ impl Config {
             source: source_name.to_string(),
             issues,
         };
-        let deserializer = toml::Deserializer::parse(text)
-            .map_err(|e| fail(vec![ConfigIssue::new("(syntax)", one_line(&e.to_string()))]))?;
-        let mut config: Config = serde_path_to_error::deserialize(deserializer).map_err(|e| {
-            let key = e.path().to_string();
-            let key = if key == "." {
-                "(top level)".into()
-            } else {
-                key
-            };
-            fail(vec![ConfigIssue::new(
-                key,
-                one_line(&e.inner().to_string()),
-            )])
+        // Syntax first (with a line number), then types against the parsed table, so type
+        // errors name the key path rather than quoting the document.
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            fail(vec![ConfigIssue::new("(syntax)", syntax_error(text, &e))])
         })?;
+        let mut config: Config = serde_path_to_error::deserialize(toml::Value::Table(table))
+            .map_err(|e| {
+                let key = e.path().to_string();
+                let key = if key == "." {
+                    "(top level)".into()
+                } else {
+                    key
+                };
+                fail(vec![ConfigIssue::new(
+                    key,
+                    one_line(&e.inner().to_string()),
+                )])
+            })?;
         config.base_dir = base_dir.to_path_buf();
         config.source_name = source_name.to_string();
         let issues = config.validate();
@@ -638,6 +642,17 @@ impl RateLimitConfig {
             requests_per_second: self.requests_per_second,
             burst: self.burst,
         }
+    }
+}
+
+fn syntax_error(text: &str, error: &toml::de::Error) -> String {
+    match error.span() {
+        Some(span) => format!(
+            "line {}: {}",
+            text[..span.start].lines().count().max(1),
+            one_line(error.message())
+        ),
+        None => one_line(error.message()),
     }
 }
 

@@ -79,8 +79,9 @@ pub async fn handle(state: &Arc<Gateway>, request: Request<Incoming>) -> Respons
     let _in_flight = InFlight::enter(state);
     let mut ctx = RequestContext::new(request_id(request.headers()));
     let result = run(state, request, &mut ctx).await;
+    let error_code = result.as_ref().err().map(|e| e.code().to_string());
     let response = respond(&ctx, result);
-    record(state, &ctx, &response);
+    record(state, &ctx, &response, error_code.as_deref());
     response
 }
 
@@ -359,7 +360,12 @@ fn respond(
 }
 
 /// Phase 8: metrics and the access-log line. Runs for every request.
-fn record(state: &Gateway, ctx: &RequestContext, response: &Response<Full<Bytes>>) {
+fn record(
+    state: &Gateway,
+    ctx: &RequestContext,
+    response: &Response<Full<Bytes>>,
+    error_code: Option<&str>,
+) {
     let status = response.status().as_u16();
     let elapsed = ctx.started.elapsed();
     state
@@ -382,6 +388,7 @@ fn record(state: &Gateway, ctx: &RequestContext, response: &Response<Full<Bytes>
         server = ctx.target.as_ref().map_or("-", |t| t.server.as_str()),
         rule = ctx.rule.as_deref().unwrap_or("-"),
         status,
+        error_code = error_code.unwrap_or("-"),
         cache = ctx.cache.map_or("-", CacheOutcome::label),
         upstream_request_id = ctx.upstream_request_id.as_deref().unwrap_or("-"),
         duration_ms = elapsed.as_secs_f64() * 1000.0,

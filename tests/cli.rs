@@ -1,0 +1,362 @@
+//! The real binary, as a new user runs it: `serve` with the shipped default config, a token
+//! from `mint-token`, the demo request, `check-config` and `simulate`.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::*;
+use http::Method;
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_bms-console-gateway");
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A child process whose stdout lines arrive on a channel; killed when dropped.
+struct Running {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Running {
+    fn spawn(args: &[&str], cwd: &Path) -> Running {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .current_dir(cwd)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("binary starts");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Running {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for a JSON log line whose `message` is `message`.
+    fn wait_for(&mut self, message: &str) -> Value {
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(Duration::from_secs(30))
+                .unwrap_or_else(|_| {
+                    panic!("no log line {message:?}; saw:\n{}", self.seen.join("\n"))
+                });
+            self.seen.push(line.clone());
+            if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                if v["message"] == message {
+                    return v;
+                }
+            }
+        }
+    }
+
+    /// Sends SIGTERM, waits for the exit, and returns every line printed.
+    fn terminate(mut self) -> (std::process::ExitStatus, String) {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let status = self.child.wait().unwrap();
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
+            self.seen.push(line);
+        }
+        (status, self.seen.join("\n"))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+/// The shipped default config, with ephemeral ports so tests never collide with a real one.
+fn default_config_on_free_ports(dir: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(repo().join("config/gateway.toml"))
+        .unwrap()
+        .replace("127.0.0.1:8080", "127.0.0.1:0")
+        .replace("127.0.0.1:9901", "127.0.0.1:0");
+    std::fs::create_dir_all(dir).unwrap();
+    let path = repo()
+        .join("config")
+        .join(format!("test-{}.toml", std::process::id()));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn mint_token(args: &[&str]) -> String {
+    let out = Command::new(BIN)
+        .arg("mint-token")
+        .args(args)
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+#[tokio::test]
+async fn the_readme_quick_start_works_and_logs_no_secret() {
+    let config = default_config_on_free_ports(&repo().join("config"));
+    let _cleanup = RemoveOnDrop(config.clone());
+    let mut gateway = Running::spawn(&["serve", "--config", config.to_str().unwrap()], &repo());
+    let listening = gateway.wait_for("bms-console-gateway listening");
+    let public = listening["public"].as_str().unwrap().to_string();
+    let admin = listening["admin"].as_str().unwrap().to_string();
+
+    let token = mint_token(&["--sub", "alice"]);
+    let client = client();
+    let demo = |server: &str| {
+        let url = format!("http://{public}{}", console_path(PROJECT, server));
+        let auth = format!("Bearer {token}");
+        let client = client.clone();
+        async move {
+            send(
+                &client,
+                Method::POST,
+                &url,
+                &[
+                    ("authorization", &auth),
+                    ("content-type", "application/json"),
+                ],
+                BODY.into(),
+            )
+            .await
+        }
+    };
+    let reply = demo(LINUX).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let url = reply.url();
+    let url_token = url
+        .split("token=")
+        .nth(1)
+        .expect("URL carries a token")
+        .to_string();
+    demo(WINDOWS).await.assert_error(400, "BMS.0395");
+
+    let ready = send(
+        &client,
+        Method::GET,
+        &format!("http://{admin}/readyz"),
+        &[],
+        String::new(),
+    )
+    .await;
+    assert_eq!(ready.status, 200);
+
+    let (status, logs) = gateway.terminate();
+    assert!(
+        status.success(),
+        "SIGTERM ends the gateway cleanly: {status:?}"
+    );
+    assert!(
+        logs.contains("EMBEDDED BMS SIMULATOR"),
+        "loud simulator warning"
+    );
+    assert!(
+        logs.contains("PUBLIC DEV SIGNING KEY"),
+        "loud dev-key warning"
+    );
+    let access: Vec<Value> = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["target"] == "access")
+        .collect();
+    assert_eq!(access.len(), 2);
+    assert_eq!(access[0]["subject"], "alice");
+    assert_eq!(access[0]["status"], 200);
+    assert_eq!(access[0]["cache"], "miss");
+    assert_eq!(access[0]["project"], PROJECT);
+    assert_eq!(access[0]["server"], LINUX);
+    assert_eq!(
+        access[0]["request_id"],
+        reply.header("x-request-id").unwrap()
+    );
+    assert_ne!(access[0]["upstream_request_id"], "-");
+    assert_eq!(access[1]["error_code"], "BMS.0395");
+    for secret in [
+        token.as_str(),
+        url_token.as_str(),
+        "dev-only-secret-key-do-not-use-in-production",
+    ] {
+        assert!(!logs.contains(secret), "a secret reached the logs");
+    }
+}
+
+#[test]
+fn pretty_log_format_is_accepted() {
+    let out = Command::new(BIN)
+        .args([
+            "serve",
+            "--config",
+            "/nonexistent.toml",
+            "--log-format",
+            "pretty",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("/nonexistent.toml: (file): cannot read"),
+        "{err}"
+    );
+}
+
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn check_config(path: &Path, env: &[(&str, &str)]) -> (bool, String, String) {
+    let out = Command::new(BIN)
+        .args(["check-config", "--config", path.to_str().unwrap()])
+        .env_clear()
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_config_accepts_the_shipped_configs() {
+    let (ok, stdout, stderr) = check_config(&repo().join("config/gateway.toml"), &[]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.ends_with("gateway.toml: ok\n"));
+
+    let prod = repo().join("config/production.example.toml");
+    let secrets = [
+        ("BMSGW_CN_NORTH_4_AK", "ak1"),
+        ("BMSGW_CN_NORTH_4_SK", "sk1"),
+        ("BMSGW_AP_SE_1_AK", "ak2"),
+        ("BMSGW_AP_SE_1_SK", "sk2"),
+    ];
+    let (ok, _, stderr) = check_config(&prod, &secrets);
+    assert!(ok, "{stderr}");
+    let (ok, _, stderr) = check_config(&prod, &secrets[..3]);
+    assert!(!ok);
+    assert_eq!(
+        stderr.trim(),
+        format!(
+            "{}: accounts[1].secret_key: environment variable BMSGW_AP_SE_1_SK is not set",
+            prod.display()
+        )
+    );
+}
+
+#[test]
+fn check_config_names_file_key_and_problem() {
+    let dir = std::env::temp_dir().join(format!("bmsgw-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cases = [
+        ("[auth]\nissuers = []\nunknown_key = 1\n", "auth.unknown_key: unknown field `unknown_key`"),
+        (
+            &TestConfig::default().render().replace("ttl_seconds = 30", "ttl_seconds = \"soon\""),
+            "cache.ttl_seconds: invalid type: string \"soon\", expected u64",
+        ),
+        (
+            &TestConfig::default().render().replace("keys/es256-public.pem", "keys/missing.pem"),
+            "auth.issuers[0].pem_keys[0].file: cannot read key file",
+        ),
+        (
+            &TestConfig::default().render().replace("file:test-secret-key", "inline-secret"),
+            "accounts[0].secret_key: must be a secret reference",
+        ),
+        (
+            &TestConfig::default().render().replace(
+                &format!("projects = [\"{PROJECT}\"]\n\n"),
+                &format!("projects = [\"{PROJECT}\"]\n\n[[policy.rules]]\nname = \"x\"\nsubjects = [\"*\"]\nprojects = [\"ffffffffffffffffffffffffffffffff\"]\n"),
+            ),
+            "policy.rules[",
+        ),
+        (
+            &TestConfig::default().render().replace("algorithms = [\"ES256\", \"RS256\", \"EdDSA\"]", "algorithms = [\"HS256\"]"),
+            "auth.issuers[0].algorithms[0]: HS256 needs a shared secret",
+        ),
+    ];
+    for (i, (text, expected)) in cases.iter().enumerate() {
+        let path = dir.join(format!("case{i}.toml"));
+        std::fs::write(&path, text).unwrap();
+        // Relative references resolve against the file's directory: give it the test data.
+        for f in ["test-access-key", "test-secret-key"] {
+            let _ = std::fs::copy(data_dir().join(f), dir.join(f));
+        }
+        let _ = std::fs::create_dir_all(dir.join("keys"));
+        for f in ["es256-public.pem", "rs256-public.pem", "ed25519-public.pem"] {
+            let _ = std::fs::copy(data_dir().join("keys").join(f), dir.join("keys").join(f));
+        }
+        let (ok, _, stderr) = check_config(&path, &[]);
+        assert!(!ok, "case {i} must fail");
+        let prefix = format!("{}: ", path.display());
+        assert!(stderr.starts_with(&prefix), "case {i}: {stderr}");
+        assert!(
+            stderr.contains(expected),
+            "case {i}: expected {expected:?} in {stderr}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn simulate_serves_the_bms_api_on_its_own() {
+    let mut sim = Running::spawn(
+        &[
+            "simulate",
+            "--listen",
+            "127.0.0.1:0",
+            "--access-key",
+            TEST_AK,
+            "--secret-key",
+            TEST_SK,
+        ],
+        &repo(),
+    );
+    let started = sim.wait_for("BMS simulator listening");
+    let endpoint = started["endpoint"].as_str().unwrap().to_string();
+    // The gateway, configured against it, gets a URL through it.
+    let h = Harness::start(TestConfig {
+        endpoint: endpoint.clone(),
+        ..TestConfig::default()
+    })
+    .await;
+    assert_eq!(h.console("alice", LINUX).await.status, 200);
+    let stats = send(
+        &client(),
+        Method::GET,
+        &format!("{endpoint}/sim/stats"),
+        &[],
+        String::new(),
+    )
+    .await;
+    assert_eq!(stats.json()["remote_console_ok"], 1);
+    let (status, _) = sim.terminate();
+    assert!(status.success());
+}
