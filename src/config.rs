@@ -177,6 +177,8 @@ pub struct RateLimitConfig {
     pub burst: u32,
     /// Named tiers that policy rules can assign instead of the default.
     pub tiers: BTreeMap<String, RateTier>,
+    /// Most users whose limiter state is kept at once (idle users are dropped long before).
+    pub max_tracked_users: u64,
 }
 
 impl Default for RateLimitConfig {
@@ -185,6 +187,7 @@ impl Default for RateLimitConfig {
             requests_per_second: 10.0,
             burst: 50,
             tiers: BTreeMap::new(),
+            max_tracked_users: 1_000_000,
         }
     }
 }
@@ -517,6 +520,12 @@ impl Config {
         check("rate_limit".into(), &self.rate_limit.default_tier());
         for (name, tier) in &self.rate_limit.tiers {
             check(format!("rate_limit.tiers.{name}"), tier);
+        }
+        if self.rate_limit.max_tracked_users < 1000 {
+            issues.push(ConfigIssue::new(
+                "rate_limit.max_tracked_users",
+                "must be at least 1000",
+            ));
         }
     }
 

@@ -82,7 +82,11 @@ impl Gateway {
         Ok(Gateway {
             verifier,
             policy: Policy::from_config(&config.policy),
-            limiter: LocalLimiter::new(clock.clone(), Duration::from_nanos(longest_tolerance)),
+            limiter: LocalLimiter::new(
+                clock.clone(),
+                Duration::from_nanos(longest_tolerance),
+                config.rate_limit.max_tracked_users,
+            ),
             default_quota,
             tier_quotas,
             cache: ConsoleCache::new(

@@ -205,15 +205,9 @@ async fn the_readme_quick_start_works_and_logs_no_secret() {
 }
 
 #[test]
-fn pretty_log_format_is_accepted() {
+fn serve_reports_an_unreadable_config_with_its_path() {
     let out = Command::new(BIN)
-        .args([
-            "serve",
-            "--config",
-            "/nonexistent.toml",
-            "--log-format",
-            "pretty",
-        ])
+        .args(["serve", "--config", "/nonexistent.toml"])
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -222,6 +216,37 @@ fn pretty_log_format_is_accepted() {
         err.contains("/nonexistent.toml: (file): cannot read"),
         "{err}"
     );
+}
+
+#[test]
+fn pretty_log_format_prints_for_people() {
+    let config = default_config_on_free_ports(&repo().join("config"));
+    let _cleanup = RemoveOnDrop(config.clone());
+    let mut gateway = Running::spawn(
+        &[
+            "serve",
+            "--config",
+            config.to_str().unwrap(),
+            "--log-format",
+            "pretty",
+        ],
+        &repo(),
+    );
+    loop {
+        let line = gateway
+            .lines
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the gateway logs its start");
+        assert!(
+            serde_json::from_str::<Value>(&line).is_err(),
+            "not JSON: {line}"
+        );
+        if line.contains("bms-console-gateway listening") {
+            break;
+        }
+    }
+    let (status, _) = gateway.terminate();
+    assert!(status.success());
 }
 
 struct RemoveOnDrop(PathBuf);

@@ -15,9 +15,6 @@ use moka::sync::Cache;
 use crate::clock::SharedClock;
 use crate::ratelimit::gcra::{self, Outcome, Quota};
 
-/// Most users tracked at once; beyond it the least recently active are evicted first.
-const MAX_TRACKED_USERS: u64 = 2_000_000;
-
 /// Per-process limiter.
 pub struct LocalLimiter {
     state: Cache<String, Arc<AtomicU64>>,
@@ -26,11 +23,13 @@ pub struct LocalLimiter {
 
 impl LocalLimiter {
     /// `longest_tolerance` is the largest `burst / rate` among all tiers: entries idle longer
-    /// than that are equivalent to absent ones.
-    pub fn new(clock: SharedClock, longest_tolerance: Duration) -> LocalLimiter {
+    /// than that are equivalent to absent ones. `max_users` caps memory even under a flood of
+    /// distinct users; beyond it the least recently active are evicted first (which can only
+    /// make the limit more generous for them, never stricter).
+    pub fn new(clock: SharedClock, longest_tolerance: Duration, max_users: u64) -> LocalLimiter {
         LocalLimiter {
             state: Cache::builder()
-                .max_capacity(MAX_TRACKED_USERS)
+                .max_capacity(max_users)
                 .time_to_idle(longest_tolerance + Duration::from_secs(1))
                 .build(),
             clock,
@@ -75,7 +74,7 @@ mod tests {
     #[test]
     fn concurrent_requests_never_exceed_the_burst() {
         let clock = ManualClock::new();
-        let limiter = Arc::new(LocalLimiter::new(clock, Duration::from_secs(10)));
+        let limiter = Arc::new(LocalLimiter::new(clock, Duration::from_secs(10), 1000));
         let quota = Quota::from_tier(&RateTier {
             requests_per_second: 1.0,
             burst: 100,
@@ -98,5 +97,22 @@ mod tests {
             t.join().unwrap();
         }
         assert_eq!(admitted.load(Ordering::Relaxed), 100);
+    }
+
+    #[test]
+    fn a_flood_of_distinct_users_stays_within_the_cap() {
+        let limiter = LocalLimiter::new(ManualClock::new(), Duration::from_secs(10), 1_000);
+        let quota = Quota::from_tier(&RateTier {
+            requests_per_second: 1.0,
+            burst: 1,
+        });
+        for i in 0..20_000 {
+            assert!(limiter.check(&format!("user-{i}"), quota).allowed);
+        }
+        assert!(
+            limiter.tracked_users() <= 1_000,
+            "{}",
+            limiter.tracked_users()
+        );
     }
 }

@@ -49,6 +49,8 @@ pub struct TestConfig {
     /// `embedded`, or an http:// URL.
     pub endpoint: String,
     pub policy: String,
+    /// Extra CA file for the upstream client (absolute path).
+    pub upstream_ca_file: Option<PathBuf>,
 }
 
 impl Default for TestConfig {
@@ -69,6 +71,7 @@ subjects = ["*"]
 projects = ["{PROJECT}"]
 "#
             ),
+            upstream_ca_file: None,
         }
     }
 }
@@ -107,6 +110,7 @@ scope = "{scope}"
 [upstream]
 timeout_ms = {timeout}
 connect_timeout_ms = 1000
+{ca_file}
 
 [[accounts]]
 name = "test-account"
@@ -125,6 +129,11 @@ secret_key = "file:test-secret-key"
             timeout = self.upstream_timeout_ms,
             endpoint = self.endpoint,
             policy = self.policy,
+            ca_file = self
+                .upstream_ca_file
+                .as_ref()
+                .map(|p| format!("ca_file = {:?}", p.display().to_string()))
+                .unwrap_or_default(),
         )
     }
 

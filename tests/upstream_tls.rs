@@ -1,0 +1,111 @@
+//! The upstream client over real TLS: a simulator behind a TLS front with a certificate from a
+//! test CA. The gateway trusts it only through `upstream.ca_file`, and verifies the host name.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use common::*;
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio::net::{TcpListener, TcpStream};
+
+struct TlsFront {
+    addr: SocketAddr,
+    ca_file: PathBuf,
+}
+
+/// Serves TLS for `names` with a fresh CA and forwards the plaintext to `backend`.
+async fn tls_front(backend: SocketAddr, names: &[&str], tag: &str) -> TlsFront {
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+        .unwrap()
+        .signed_by(&leaf_key, &ca)
+        .unwrap();
+    let ca_file = std::env::temp_dir().join(format!("bmsgw-ca-{}-{tag}.pem", std::process::id()));
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![leaf.der().clone()],
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der())),
+    )
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let Ok(mut plain) = TcpStream::connect(backend).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+            });
+        }
+    });
+    TlsFront { addr, ca_file }
+}
+
+#[tokio::test]
+async fn the_gateway_calls_an_https_endpoint_trusted_through_its_ca_file() {
+    let sim = start_simulator(TEST_AK, TEST_SK).await;
+    let front = tls_front(sim.addr(), &["localhost"], "ok").await;
+    let h = Harness::start(TestConfig {
+        endpoint: format!("https://localhost:{}", front.addr.port()),
+        upstream_ca_file: Some(front.ca_file.clone()),
+        ..TestConfig::default()
+    })
+    .await;
+    let reply = h.console("alice", LINUX).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    // Signed with the Host the SDK would use (name and port) and verified by the simulator.
+    assert_eq!(sim.stats().remote_console_ok, 1);
+    assert_eq!(sim.stats().auth_failures, 0);
+}
+
+#[tokio::test]
+async fn an_untrusted_certificate_or_wrong_host_name_is_refused() {
+    let sim = start_simulator(TEST_AK, TEST_SK).await;
+    // Trusted CA, but the certificate names another host.
+    let front = tls_front(sim.addr(), &["bms.example.invalid"], "name").await;
+    let h = Harness::start(TestConfig {
+        endpoint: format!("https://localhost:{}", front.addr.port()),
+        upstream_ca_file: Some(front.ca_file.clone()),
+        ..TestConfig::default()
+    })
+    .await;
+    h.console("alice", LINUX)
+        .await
+        .assert_error(502, "BMSGW.0301");
+
+    // Right name, but the CA is not configured: only the public web PKI roots are trusted.
+    let front = tls_front(sim.addr(), &["localhost"], "noca").await;
+    let h = Harness::start(TestConfig {
+        endpoint: format!("https://localhost:{}", front.addr.port()),
+        ..TestConfig::default()
+    })
+    .await;
+    h.console("alice", LINUX)
+        .await
+        .assert_error(502, "BMSGW.0301");
+    assert_eq!(
+        sim.stats().requests_total,
+        0,
+        "nothing reached the cloud over an unverified channel"
+    );
+}
