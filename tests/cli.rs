@@ -222,7 +222,7 @@ fn serve_reports_an_unreadable_config_with_its_path() {
 fn pretty_log_format_prints_for_people() {
     let config = default_config_on_free_ports(&repo().join("config"));
     let _cleanup = RemoveOnDrop(config.clone());
-    let mut gateway = Running::spawn(
+    let gateway = Running::spawn(
         &[
             "serve",
             "--config",
