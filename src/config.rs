@@ -100,6 +100,34 @@ pub struct ServerConfig {
     pub body_read_timeout_ms: u64,
     /// Largest request head (request line plus headers) accepted.
     pub max_header_bytes: usize,
+    /// Most header fields in one request.
+    pub max_headers: usize,
+    /// Open connections served at once; further connections are closed on accept.
+    pub max_connections: usize,
+    /// Concurrent HTTP/2 streams per connection.
+    pub max_concurrent_streams: u32,
+    /// On SIGTERM/SIGINT: how long in-flight requests may take to finish.
+    pub drain_timeout_seconds: u64,
+    /// TLS on the public listener; plain HTTP when absent.
+    pub tls: Option<TlsConfig>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Certificate chain (leaf first), PEM.
+    pub cert_file: PathBuf,
+    /// Private key, PEM (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// CA bundle for client certificates; when set, every client must present one it signed.
+    pub client_ca_file: Option<PathBuf>,
+    /// How often the files are checked for changes.
+    #[serde(default = "default_tls_reload_interval")]
+    pub reload_interval_seconds: u64,
+}
+
+fn default_tls_reload_interval() -> u64 {
+    10
 }
 
 impl Default for ServerConfig {
@@ -110,6 +138,11 @@ impl Default for ServerConfig {
             header_read_timeout_ms: 10_000,
             body_read_timeout_ms: 10_000,
             max_header_bytes: 16 * 1024,
+            max_headers: 64,
+            max_connections: 10_000,
+            max_concurrent_streams: 100,
+            drain_timeout_seconds: 30,
+            tls: None,
         }
     }
 }
@@ -436,6 +469,20 @@ impl Config {
                 "server.body_read_timeout_ms",
                 "must be above 0",
             ));
+        }
+        if s.max_headers == 0 || s.max_connections == 0 || s.max_concurrent_streams == 0 {
+            issues.push(ConfigIssue::new(
+                "server",
+                "max_headers, max_connections and max_concurrent_streams must be above 0",
+            ));
+        }
+        if let Some(tls) = &s.tls {
+            if tls.reload_interval_seconds == 0 {
+                issues.push(ConfigIssue::new(
+                    "server.tls.reload_interval_seconds",
+                    "must be above 0",
+                ));
+            }
         }
         if s.max_header_bytes < 1024 {
             issues.push(ConfigIssue::new(

@@ -20,4 +20,5 @@ pub mod server;
 pub mod sim;
 pub mod state;
 pub mod telemetry;
+pub mod tls;
 pub mod upstream;

@@ -3,7 +3,6 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use bms_console_gateway::clock::SystemClock;
 use bms_console_gateway::config::{Config, LogFormat};
@@ -169,7 +168,8 @@ async fn serve(path: PathBuf, fmt: Option<LogFormatArg>) -> ExitCode {
     };
     wait_for_signal().await;
     tracing::info!("shutting down: draining in-flight requests");
-    running.shutdown(Duration::from_secs(30)).await;
+    running.shutdown_gracefully().await;
+    tracing::info!("stopped");
     ExitCode::SUCCESS
 }
 

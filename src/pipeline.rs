@@ -29,6 +29,7 @@ use crate::cache::{CacheKey, CacheOutcome, Fetched};
 use crate::config::CacheScope;
 use crate::error::{AuthFailure, GatewayError};
 use crate::ratelimit::Outcome;
+use crate::server::ConnectionInfo;
 use crate::state::Gateway;
 use crate::telemetry::metrics::status_class;
 
@@ -48,6 +49,8 @@ pub struct RequestContext {
     pub rate: Option<Outcome>,
     pub cache: Option<CacheOutcome>,
     pub upstream_request_id: Option<String>,
+    /// The TCP peer and, with mutual TLS, the client certificate's subject.
+    pub connection: Option<ConnectionInfo>,
 }
 
 impl RequestContext {
@@ -63,6 +66,7 @@ impl RequestContext {
             rate: None,
             cache: None,
             upstream_request_id: None,
+            connection: None,
         }
     }
 }
@@ -78,6 +82,7 @@ struct Parsed {
 pub async fn handle(state: &Arc<Gateway>, request: Request<Incoming>) -> Response<Full<Bytes>> {
     let _in_flight = InFlight::enter(state);
     let mut ctx = RequestContext::new(request_id(request.headers()));
+    ctx.connection = request.extensions().get::<ConnectionInfo>().cloned();
     let result = run(state, request, &mut ctx).await;
     let error_code = result.as_ref().err().map(|e| e.code().to_string());
     let response = respond(&ctx, result);
@@ -90,9 +95,6 @@ async fn run(
     request: Request<Incoming>,
     ctx: &mut RequestContext,
 ) -> Result<(ConsoleKind, Arc<Fetched>), GatewayError> {
-    if !state.ready.load(std::sync::atomic::Ordering::Acquire) {
-        return Err(GatewayError::NotReady);
-    }
     let (head, body) = request.into_parts();
     let parsed = parse(state, &head, body, ctx).await?;
     let caller = authenticate(state, &head.headers, ctx)?;
@@ -381,6 +383,12 @@ fn record(
     tracing::info!(
         target: "access",
         request_id = %ctx.request_id,
+        client_addr = ctx.connection.as_ref().map(|c| c.peer.to_string()).as_deref().unwrap_or("-"),
+        tls_client = ctx
+            .connection
+            .as_ref()
+            .and_then(|c| c.client.as_ref())
+            .map_or("-", |c| c.subject.as_str()),
         route = ctx.route,
         subject = ctx.subject.as_deref().unwrap_or("-"),
         issuer = ctx.issuer.as_deref().unwrap_or("-"),

@@ -25,6 +25,7 @@ use crate::config::{Config, ConfigError, ServerConfig, EMBEDDED_ENDPOINT};
 use crate::secret::SecretRef;
 use crate::sim;
 use crate::state::Gateway;
+use crate::tls::TlsState;
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -49,10 +50,19 @@ pub struct RunningGateway {
     pub simulator: Option<sim::SimHandle>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    drain_timeout: Duration,
 }
 
 impl RunningGateway {
-    /// Stops accepting, lets in-flight requests finish (up to `drain`), then returns.
+    /// The graceful stop: readiness turns false (so `/readyz` sends load balancers elsewhere),
+    /// the listeners stop accepting, requests in flight finish (up to
+    /// `server.drain_timeout_seconds`), then this returns.
+    pub async fn shutdown_gracefully(self) {
+        let drain = self.drain_timeout;
+        self.shutdown(drain).await
+    }
+
+    /// Like [`RunningGateway::shutdown_gracefully`] with an explicit drain deadline.
     pub async fn shutdown(self, drain: Duration) {
         self.state.ready.store(false, Ordering::Release);
         self.state.metrics.ready.set(0);
@@ -94,32 +104,50 @@ pub async fn start_with_clock(
     let endpoint = simulator.as_ref().map(|s| s.endpoint());
     let state = Arc::new(Gateway::build(&config, clock, endpoint.as_deref())?);
 
+    let (stop, stopped) = watch::channel(false);
     let public = bind(config.server.listen).await?;
     let admin = bind(config.server.admin_listen).await?;
     let public_addr = local_addr(&public, config.server.listen)?;
     let admin_addr = local_addr(&admin, config.server.admin_listen)?;
-    let (stop, stopped) = watch::channel(false);
 
+    let tls = match &config.server.tls {
+        None => None,
+        Some(tls_config) => {
+            let tls = Arc::new(
+                TlsState::load(tls_config, &config.base_dir, &state.metrics)
+                    .map_err(|issues| config.error(issues))?,
+            );
+            tokio::spawn(tls.clone().watch(
+                Duration::from_secs(tls_config.reload_interval_seconds),
+                state.metrics.clone(),
+                stopped.clone(),
+            ));
+            Some(tls)
+        }
+    };
     let public_state = state.clone();
-    let public_task = tokio::spawn(serve(
-        public,
-        config.server.clone(),
-        stopped.clone(),
-        move |request| {
-            let state = public_state.clone();
-            async move { Ok::<_, Infallible>(crate::pipeline::handle(&state, request).await) }
-        },
-    ));
+    let public_listener = Listener {
+        socket: public,
+        settings: config.server.clone(),
+        tls,
+        metrics: state.metrics.clone(),
+    };
+    let public_task = tokio::spawn(serve(public_listener, stopped.clone(), move |request| {
+        let state = public_state.clone();
+        async move { Ok::<_, Infallible>(crate::pipeline::handle(&state, request).await) }
+    }));
     let admin_state = state.clone();
-    let admin_task = tokio::spawn(serve(
-        admin,
-        config.server.clone(),
-        stopped,
-        move |request| {
-            let state = admin_state.clone();
-            async move { Ok::<_, Infallible>(crate::admin::handle(&state, &request)) }
-        },
-    ));
+    let admin_listener = Listener {
+        socket: admin,
+        settings: config.server.clone(),
+        tls: None,
+        // Admin connections are not the public listener's: count them apart.
+        metrics: Arc::new(crate::telemetry::Metrics::new(&[])),
+    };
+    let admin_task = tokio::spawn(serve(admin_listener, stopped, move |request| {
+        let state = admin_state.clone();
+        async move { Ok::<_, Infallible>(crate::admin::handle(&state, &request)) }
+    }));
 
     state.ready.store(true, Ordering::Release);
     state.metrics.ready.set(1);
@@ -136,6 +164,7 @@ pub async fn start_with_clock(
         simulator,
         stop,
         tasks: vec![public_task, admin_task],
+        drain_timeout: Duration::from_secs(config.server.drain_timeout_seconds),
     })
 }
 
@@ -151,36 +180,60 @@ fn local_addr(listener: &TcpListener, addr: SocketAddr) -> Result<SocketAddr, St
         .map_err(|source| StartError::Bind { addr, source })
 }
 
-/// Accepts connections until told to stop, then waits for open connections to finish.
-async fn serve<F, Fut>(
-    listener: TcpListener,
+/// Facts about the connection a request arrived on, attached to every request.
+#[derive(Clone, Debug)]
+pub struct ConnectionInfo {
+    pub peer: SocketAddr,
+    /// The verified client certificate's identity (mutual TLS only).
+    pub client: Option<crate::tls::ClientIdentity>,
+}
+
+/// How one listener serves its connections.
+struct Listener {
+    socket: TcpListener,
     settings: ServerConfig,
-    mut stopped: watch::Receiver<bool>,
-    handler: F,
-) where
+    tls: Option<Arc<TlsState>>,
+    metrics: Arc<crate::telemetry::Metrics>,
+}
+
+/// Accepts connections until told to stop, then waits for open connections to finish.
+///
+/// Per connection: the TLS handshake and the first request's head must arrive within the
+/// header-read timeout (hyper applies it to later requests itself, which also closes idle
+/// keep-alive connections); beyond `max_connections` open connections new ones are closed at
+/// once instead of queueing.
+async fn serve<F, Fut>(listener: Listener, mut stopped: watch::Receiver<bool>, handler: F)
+where
     F: Fn(http::Request<hyper::body::Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: std::future::Future<
             Output = Result<http::Response<http_body_util::Full<bytes::Bytes>>, Infallible>,
         > + Send
         + 'static,
 {
+    let settings = &listener.settings;
+    let header_timeout = Duration::from_millis(settings.header_read_timeout_ms);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_millis(settings.header_read_timeout_ms))
+        .header_read_timeout(header_timeout)
+        .max_headers(settings.max_headers)
         .max_buf_size(settings.max_header_bytes.max(8192));
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(settings.max_header_bytes as u32);
+        .max_concurrent_streams(settings.max_concurrent_streams)
+        .max_header_list_size(settings.max_header_bytes as u32)
+        .keep_alive_interval(Some(Duration::from_secs(30)));
+    let builder = Arc::new(builder);
+    let slots = Arc::new(tokio::sync::Semaphore::new(settings.max_connections));
     let graceful = GracefulShutdown::new();
     loop {
         let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
+            accepted = listener.socket.accept() => accepted,
             _ = stopped.changed() => break,
         };
-        let (stream, _peer) = match accepted {
+        let (stream, peer) = match accepted {
             Ok(conn) => conn,
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
@@ -189,18 +242,94 @@ async fn serve<F, Fut>(
                 continue;
             }
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            listener.metrics.connections_rejected.inc();
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
-        let connection = builder
-            .serve_connection(TokioIo::new(stream), service_fn(handler))
-            .into_owned();
-        let connection = graceful.watch(connection);
+        let builder = builder.clone();
+        let tls = listener.tls.clone();
+        let metrics = listener.metrics.clone();
+        let watcher = graceful.watcher();
         tokio::spawn(async move {
-            let _ = connection.await;
+            let _slot = slot;
+            metrics.connections_open.inc();
+            let first_request = Arc::new(tokio::sync::Notify::new());
+            let served = async {
+                match tls {
+                    None => {
+                        let info = ConnectionInfo { peer, client: None };
+                        serve_connection(
+                            &builder,
+                            TokioIo::new(stream),
+                            info,
+                            handler,
+                            first_request.clone(),
+                            watcher,
+                        )
+                        .await
+                    }
+                    Some(tls) => {
+                        let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
+                        let Ok(Ok(tls_stream)) =
+                            tokio::time::timeout(header_timeout, acceptor.accept(stream)).await
+                        else {
+                            return;
+                        };
+                        let client =
+                            crate::tls::client_identity(tls_stream.get_ref().1.peer_certificates());
+                        let info = ConnectionInfo { peer, client };
+                        serve_connection(
+                            &builder,
+                            TokioIo::new(tls_stream),
+                            info,
+                            handler,
+                            first_request.clone(),
+                            watcher,
+                        )
+                        .await
+                    }
+                }
+            };
+            tokio::pin!(served);
+            // The handshake and the first request must start within twice the header-read
+            // timeout; hyper's detection of HTTP/1 versus HTTP/2 has no deadline of its own.
+            tokio::select! {
+                _ = &mut served => {}
+                _ = first_request.notified() => served.await,
+                _ = tokio::time::sleep(header_timeout * 2) => {}
+            }
+            metrics.connections_open.dec();
         });
     }
-    drop(listener);
+    drop(listener.socket);
     graceful.shutdown().await;
+}
+
+async fn serve_connection<I, F, Fut>(
+    builder: &auto::Builder<TokioExecutor>,
+    io: I,
+    info: ConnectionInfo,
+    handler: F,
+    first_request: Arc<tokio::sync::Notify>,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    F: Fn(http::Request<hyper::body::Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<
+            Output = Result<http::Response<http_body_util::Full<bytes::Bytes>>, Infallible>,
+        > + Send
+        + 'static,
+{
+    let service = service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
+        first_request.notify_one();
+        request.extensions_mut().insert(info.clone());
+        handler(request)
+    });
+    let connection = builder.serve_connection_with_upgrades(io, service);
+    let _ = watcher.watch(connection.into_owned()).await;
 }
 
 /// Starts the simulator in this process with the credentials of every `embedded` account.

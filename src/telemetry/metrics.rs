@@ -32,6 +32,10 @@ pub struct Metrics {
     pub ready: IntGauge,
     pub build_info: IntGaugeVec,
     pub console_urls_issued: IntCounter,
+    pub connections_open: IntGauge,
+    pub connections_rejected: IntCounter,
+    pub tls_certificate_expiry: IntGauge,
+    pub tls_reloads: IntCounterVec,
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -48,6 +52,14 @@ fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
         .register(Box::new(c.clone()))
         .expect("unique metric");
     c
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(name, help).expect("valid metric");
+    registry
+        .register(Box::new(g.clone()))
+        .expect("unique metric");
+    g
 }
 
 fn histogram_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
@@ -154,6 +166,30 @@ impl Metrics {
             "bmsgw_console_urls_issued_total",
             "Console URLs handed to callers, from cache or upstream.",
         );
+        let connections_open = gauge(
+            &registry,
+            "bmsgw_connections_open",
+            "Connections open on the public listener.",
+        );
+        let connections_rejected = counter(
+            &registry,
+            "bmsgw_connections_rejected_total",
+            "Connections closed on accept because server.max_connections were open.",
+        );
+        let tls_certificate_expiry = gauge(
+            &registry,
+            "bmsgw_tls_certificate_expiry_timestamp_seconds",
+            "Unix time at which the public listener's certificate expires (0 without TLS).",
+        );
+        let tls_reloads = counter_vec(
+            &registry,
+            "bmsgw_tls_reloads_total",
+            "Certificate reloads after the files changed, by result (success, failure).",
+            &["result"],
+        );
+        for result in ["success", "failure"] {
+            tls_reloads.with_label_values(&[result]);
+        }
 
         for reason in AuthFailure::ALL {
             auth_failures.with_label_values(&[reason.label()]);
@@ -193,6 +229,10 @@ impl Metrics {
             ready,
             build_info,
             console_urls_issued,
+            connections_open,
+            connections_rejected,
+            tls_certificate_expiry,
+            tls_reloads,
         }
     }
 
