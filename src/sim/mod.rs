@@ -4,7 +4,7 @@
 //! subcommand, so that everything upstream of the cloud can be exercised without an account.
 //! It owns the cloud side of the contract: AK/SK signature checks as Huawei's API gateway
 //! does them, the BMS answers and both error shapes (flat APIGW, nested BMS), and fault
-//! injection. Facts and their sources: `shared/reference/huawei-api.md` sections 1, 2 and 4.
+//! injection. Facts and their sources: `docs/huawei-api.md` sections 1, 2 and 4.
 //!
 //! Module map:
 //! - `catalog`: which servers exist where ([`Catalog`]);
