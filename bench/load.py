@@ -1,0 +1,406 @@
+#!/usr/bin/env python3
+"""Side-by-side load benchmark: the machine's static-response limit, HAProxy, and the gateway.
+
+Each proxy runs pinned to core 0 and the load generator to core 1, and the targets of a
+scenario run interleaved (A/B/C/A/B/C, ...) so that drift of a shared, noisy machine hits all of
+them alike. Ratios come from the same run. bench/run is the entry point; BENCHMARKS.md records
+results.
+
+Closed loop (wrk, keep-alive connections, a fixed duration) measures maximum throughput, CPU per
+request and latency under saturation; open loop (oha at a fixed rate with latency correction)
+measures latency below the knee, where closed-loop numbers understate queueing.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+KEYS = os.path.join(REPO, "tests", "data", "keys")
+BINARY = os.path.join(REPO, "target", "release", "bms-console-gateway")
+PROJECT = "bbf1946d374b44a0a2a95533562ba954"
+ISSUER = "https://idp.bench.invalid"
+AUDIENCE = "bms-console-gateway"
+BODY = '{"remote_console":{"protocol":"serial","type":"serial"}}'
+PROXY_CORE, LOAD_CORE = "0", "1"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port, proc, seconds=15):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process for port {port} exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.02)
+    raise RuntimeError(f"nothing listens on port {port} after {seconds}s")
+
+
+def fill(template_path, out_path, **values):
+    text = open(template_path).read()
+    for name, value in values.items():
+        text = text.replace(f"@{name}@", str(value))
+    open(out_path, "w").write(text)
+    return out_path
+
+
+def process_tree_cpu_seconds(pid):
+    """User+system CPU of a process and its direct children (nginx workers)."""
+    pids = [pid]
+    try:
+        children = open(f"/proc/{pid}/task/{pid}/children").read().split()
+        pids += [int(c) for c in children]
+    except OSError:
+        pass
+    total = 0
+    for p in pids:
+        try:
+            fields = open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except OSError:
+            pass
+    return total / CLK_TCK
+
+
+def rss_mib(pid):
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class Target:
+    """One server under test: how to start it pinned to the proxy core."""
+
+    def __init__(self, name, command, port):
+        self.name, self.command, self.port = name, command, port
+        self.proc = None
+
+    def start(self, logdir):
+        log = open(os.path.join(logdir, f"{self.name}.log"), "ab")
+        self.proc = subprocess.Popen(
+            ["taskset", "-c", PROXY_CORE] + self.command, stdout=log, stderr=log
+        )
+        wait_for_port(self.port, self.proc)
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def wrk(port, tokens_file, servers, seconds, connections):
+    out = subprocess.run(
+        ["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{connections}", f"-d{seconds}s",
+         "-s", os.path.join(REPO, "bench", "wrk.lua"), f"http://127.0.0.1:{port}",
+         "--", tokens_file, PROJECT, str(servers)],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    line = next(l for l in out.splitlines() if l.startswith("BENCH-JSON "))
+    return json.loads(line[len("BENCH-JSON "):])
+
+
+def closed_loop(target, tokens, warm_tokens, servers, seconds, connections, logdir):
+    target.start(logdir)
+    try:
+        wrk(target.port, warm_tokens, servers, 1, connections)  # fills caches and pools
+        cpu0 = process_tree_cpu_seconds(target.proc.pid)
+        result = wrk(target.port, tokens, servers, seconds, connections)
+        cpu = process_tree_cpu_seconds(target.proc.pid) - cpu0
+        result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
+        result["cpu_us_per_request"] = cpu * 1e6 / max(result["requests"], 1)
+        result["rss_mib"] = rss_mib(target.proc.pid)
+        result["errors"] = sum(v for k, v in result.items() if k.startswith("errors_"))
+        return result
+    finally:
+        target.stop()
+
+
+def oha(url, token, rate, seconds, connections, method="POST"):
+    command = ["taskset", "-c", LOAD_CORE, "oha", "--no-tui", "--output-format", "json",
+               "-z", f"{seconds}s", "-q", str(rate), "--latency-correction",
+               "-c", str(connections), "-m", method, "-T", "application/json", "-d", BODY,
+               "--rand-regex-url", url]
+    if token:
+        command[-1:-1] = ["-H", f"Authorization: Bearer {token}"]
+    report = json.loads(subprocess.run(command, capture_output=True, text=True,
+                                       check=True).stdout)
+    pct = report["latencyPercentiles"]
+    codes = report.get("statusCodeDistribution", {})
+    # Requests still in flight when the duration ends are cut off by oha itself, not failed.
+    failures = {k: v for k, v in report.get("errorDistribution", {}).items()
+                if k != "aborted due to deadline"}
+    if failures:
+        print(f"    oha errors: {failures}", flush=True)
+    return {
+        "rps": report["summary"]["requestsPerSec"],
+        "p50_us": pct["p50"] * 1e6, "p99_us": pct["p99"] * 1e6, "p999_us": pct["p99.9"] * 1e6,
+        "errors": sum(v for k, v in codes.items() if not k.startswith("2"))
+        + sum(failures.values()),
+    }
+
+
+def open_loop(target, token, rate, seconds, connections, logdir, path):
+    if target.proc is None or target.proc.poll() is not None:
+        target.start(logdir)
+    try:
+        url = f"http://127.0.0.1:{target.port}{path}"
+        oha(url, token, rate, 1, connections)  # warm-up
+        return oha(url, token, rate, seconds, connections)
+    finally:
+        target.stop()
+
+
+def median_run(runs):
+    keys = [k for k in runs[0] if isinstance(runs[0][k], (int, float))]
+    return {k: statistics.median(r[k] for r in runs) for k in keys} | {"runs": len(runs)}
+
+
+def mint(config, key, kid, count, users, out):
+    with open(out, "w") as f:
+        subprocess.run([os.path.join(REPO, "target", "release", "examples", "bench_tokens"),
+                        config, key, kid, str(count), str(users)], stdout=f, check=True)
+    return out
+
+
+def gateway_config(path, port, admin, stub_port, ttl, user_limit, workdir, algorithms):
+    open(path, "w").write(f"""
+[server]
+listen = "127.0.0.1:{port}"
+admin_listen = "127.0.0.1:{admin}"
+
+[auth]
+[[auth.issuers]]
+name = "bench"
+issuer = "{ISSUER}"
+audiences = ["{AUDIENCE}"]
+algorithms = {json.dumps(algorithms)}
+pem_keys = [
+  {{ kid = "bench-es256", alg = "ES256", file = "{KEYS}/es256-public.pem" }},
+  {{ kid = "bench-rs256", alg = "RS256", file = "{KEYS}/rs256-public.pem" }},
+]
+
+[rate_limit]
+requests_per_second = {user_limit}
+burst = {user_limit}
+
+[cache]
+ttl_seconds = {ttl}
+max_entries = 100000
+
+[[accounts]]
+name = "bench"
+endpoint = "http://127.0.0.1:{stub_port}"
+region = "cn-north-4"
+projects = ["{PROJECT}"]
+access_key = "file:{workdir}/ak"
+secret_key = "file:{workdir}/sk"
+
+[[policy.rules]]
+name = "bench"
+subjects = ["*"]
+projects = ["{PROJECT}"]
+
+[logging]
+level = "warn"
+""")
+    return path
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--smoke", action="store_true", help="a few seconds of each, to check it runs")
+    ap.add_argument("--seconds", type=int, default=10, help="measured seconds per closed-loop run")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds per scenario")
+    ap.add_argument("--users", type=int, default=20000)
+    ap.add_argument("--servers", type=int, default=1000)
+    ap.add_argument("--fresh-tokens", type=int, default=150000,
+                    help="tokens for the never-reused scenarios (should exceed requests sent)")
+    ap.add_argument("--connections", type=int, default=64)
+    ap.add_argument("--rate", type=int, default=0,
+                    help="open-loop rate (req/s); default: half the slower proxy's closed-loop rate")
+    ap.add_argument("--json", help="write all results here")
+    args = ap.parse_args()
+    if args.smoke:
+        args.seconds, args.rounds, args.users, args.servers = 2, 1, 500, 100
+        args.fresh_tokens = 2000
+    if os.cpu_count() < 2:
+        sys.exit("bench: needs two cores (one for the proxy, one for the load generator)")
+
+    work = tempfile.mkdtemp(prefix="bmsgw-bench-")
+    logdir = os.path.join(work, "logs")
+    os.makedirs(logdir)
+    open(os.path.join(work, "ak"), "w").write("HPUABENCHAK00000001")
+    open(os.path.join(work, "sk"), "w").write("bench-secret-key-not-a-real-one")
+    # Per user and second, for both proxies: decided on every request, never reached (the
+    # open-loop runs send everything as one user).
+    user_limit = 1000000
+
+    stub_port, static_port = free_port(), free_port()
+    nginx_stub = fill(os.path.join(REPO, "bench", "nginx.conf"), os.path.join(work, "stub.conf"),
+                      PORT=stub_port, DIR=work)
+    nginx_static = fill(os.path.join(REPO, "bench", "nginx.conf"),
+                        os.path.join(work, "static.conf"), PORT=static_port, DIR=work)
+    # The upstream stub shares the load generator's core, so the measured core holds only the
+    # server under test.
+    stub_log = open(os.path.join(logdir, "stub.log"), "ab")
+    stub = subprocess.Popen(["taskset", "-c", LOAD_CORE, "nginx", "-c", nginx_stub, "-p", work],
+                            stdout=stub_log, stderr=stub_log)
+    wait_for_port(stub_port, stub)
+
+    def haproxy(cache):
+        port = free_port()
+        cfg = fill(os.path.join(REPO, "bench", "haproxy.cfg"),
+                   os.path.join(work, f"haproxy-{port}.cfg"), PORT=port, STUB_PORT=stub_port,
+                   KEYS=KEYS, ISSUER=ISSUER, AUDIENCE=AUDIENCE, USER_LIMIT=user_limit,
+                   CACHE_TTL=30,
+                   CACHE_USE="http-request cache-use consoles" if cache else "",
+                   CACHE_STORE="http-response cache-store consoles" if cache else "")
+        return Target("haproxy" + ("" if cache else "-nocache"), ["haproxy", "-f", cfg], port)
+
+    def gateway(cache):
+        port = free_port()
+        cfg = gateway_config(os.path.join(work, f"gateway-{port}.toml"), port, free_port(),
+                             stub_port, 30 if cache else 0, user_limit, work, ["ES256", "RS256"])
+        return Target("gateway" + ("" if cache else "-nocache"),
+                      [BINARY, "serve", "--config", cfg], port)
+
+    static = Target("static", ["nginx", "-c", nginx_static, "-p", work], static_port)
+
+    print(f"bench: minting tokens ({args.users} users, {args.fresh_tokens} fresh)", flush=True)
+    mint_es = gateway_config(os.path.join(work, "mint-es.toml"), 1, 2, 3, 30, 1, work,
+                             ["ES256"])
+    mint_rs = gateway_config(os.path.join(work, "mint-rs.toml"), 1, 2, 3, 30, 1, work,
+                             ["RS256"])
+    es_key, rs_key = os.path.join(KEYS, "es256-private.pem"), os.path.join(KEYS, "rs256-private.pem")
+    tokens = {
+        "es256-reused": mint(mint_es, es_key, "bench-es256", args.users, args.users,
+                             os.path.join(work, "es256-reused.txt")),
+        "rs256-reused": mint(mint_rs, rs_key, "bench-rs256", args.users, args.users,
+                             os.path.join(work, "rs256-reused.txt")),
+        "es256-fresh": mint(mint_es, es_key, "bench-es256", args.fresh_tokens, args.users,
+                            os.path.join(work, "es256-fresh.txt")),
+        "rs256-fresh": mint(mint_rs, rs_key, "bench-rs256", args.fresh_tokens, args.users,
+                            os.path.join(work, "rs256-fresh.txt")),
+    }
+
+    scenarios = [
+        ("es256, tokens reused, cache hit", "es256-reused", [static, haproxy(True), gateway(True)]),
+        ("rs256, tokens reused, cache hit", "rs256-reused", [haproxy(True), gateway(True)]),
+        ("es256, fresh token per request, cache hit", "es256-fresh",
+         [haproxy(True), gateway(True)]),
+        ("rs256, fresh token per request, cache hit", "rs256-fresh",
+         [haproxy(True), gateway(True)]),
+        ("es256, tokens reused, cache off", "es256-reused", [haproxy(False), gateway(False)]),
+    ]
+    results = {"closed_loop": {}, "open_loop": {}, "args": vars(args),
+               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    try:
+        for title, token_set, targets in scenarios:
+            warm = tokens[token_set.split("-")[0] + "-reused"]
+            runs = {t.name: [] for t in targets}
+            for round_no in range(args.rounds):
+                for t in targets:
+                    r = closed_loop(t, tokens[token_set], warm, args.servers, args.seconds,
+                                    args.connections, logdir)
+                    runs[t.name].append(r)
+                    print(f"  [{title}] round {round_no + 1} {t.name}: {r['rps']:.0f} req/s, "
+                          f"p99 {r['p99_us']:.0f} us, errors {r['errors']}", flush=True)
+            results["closed_loop"][title] = {name: median_run(rs) for name, rs in runs.items()}
+            fresh = token_set.endswith("fresh")
+            for name, rs in runs.items():
+                sent = max(r["requests"] for r in rs)
+                if fresh and sent > args.fresh_tokens:
+                    results["closed_loop"][title][name]["tokens_wrapped"] = True
+
+        hit = results["closed_loop"]["es256, tokens reused, cache hit"]
+        rate = args.rate or int(0.5 * min(hit["haproxy"]["rps"], hit["gateway"]["rps"]))
+        token = open(tokens["es256-reused"]).readline().strip()
+        path = f"/v1/{PROJECT}/baremetalservers/00000000-0000-4000-8000-0000000000[0-9]{{2}}/remote_console"
+        open_targets = [("cache hit", haproxy(True), token), ("cache hit", gateway(True), token),
+                        ("cache off", Target("stub-direct", [], stub_port), None),
+                        ("cache off", haproxy(False), token), ("cache off", gateway(False), token)]
+        runs = {}
+        for round_no in range(args.rounds):
+            for label, t, tok in open_targets:
+                key = f"{label}: {t.name}"
+                if t.command:
+                    r = open_loop(t, tok, rate, args.seconds, args.connections, logdir, path)
+                else:
+                    r = oha(f"http://127.0.0.1:{t.port}{path}", None, rate, args.seconds,
+                            args.connections)
+                runs.setdefault(key, []).append(r)
+                print(f"  [open loop {rate}/s] round {round_no + 1} {key}: p50 "
+                      f"{r['p50_us']:.0f} us, p99 {r['p99_us']:.0f} us, errors {r['errors']}",
+                      flush=True)
+        results["open_loop"] = {"rate": rate} | {k: median_run(v) for k, v in runs.items()}
+    finally:
+        for t in [static]:
+            t.stop()
+        stub.terminate()
+        stub.wait()
+
+    report(results)
+    if args.json:
+        json.dump(results, open(args.json, "w"), indent=2)
+    errors = sum(r.get("errors", 0) for s in results["closed_loop"].values() for r in s.values())
+    errors += sum(r.get("errors", 0) for k, r in results["open_loop"].items() if k != "rate")
+    shutil.rmtree(work, ignore_errors=True)
+    if errors:
+        sys.exit(f"bench: {errors} requests failed; the numbers above are not valid")
+
+
+def report(results):
+    print("\n## Closed loop (wrk, 64 keep-alive connections)\n")
+    print("| scenario | server | req/s | p50 µs | p99 µs | p99.9 µs | CPU µs/req |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for title, servers in results["closed_loop"].items():
+        for name, r in servers.items():
+            wrapped = " (tokens wrapped)" if r.get("tokens_wrapped") else ""
+            print(f"| {title} | {name}{wrapped} | {r['rps']:.0f} | {r['p50_us']:.0f} | "
+                  f"{r['p99_us']:.0f} | {r['p999_us']:.0f} | {r['cpu_us_per_request']:.1f} |")
+    print("\n### Ratios\n")
+    for title, servers in results["closed_loop"].items():
+        gw = next(v for k, v in servers.items() if k.startswith("gateway"))
+        hp = next(v for k, v in servers.items() if k.startswith("haproxy"))
+        line = f"- {title}: gateway/HAProxy = {gw['rps'] / hp['rps']:.2f}×"
+        if "static" in servers:
+            line += f", gateway/static limit = {100 * gw['rps'] / servers['static']['rps']:.0f}%"
+        print(line)
+    ol = results["open_loop"]
+    print(f"\n## Open loop (oha, {ol['rate']} req/s, latency-corrected)\n")
+    print("| case | p50 µs | p99 µs | p99.9 µs |")
+    print("|---|---:|---:|---:|")
+    for key, r in ol.items():
+        if key != "rate":
+            print(f"| {key} | {r['p50_us']:.0f} | {r['p99_us']:.0f} | {r['p999_us']:.0f} |")
+    direct = ol.get("cache off: stub-direct")
+    via = ol.get("cache off: gateway-nocache")
+    if direct and via:
+        print(f"\n- gateway adds {via['p50_us'] - direct['p50_us']:.0f} µs at p50 over calling "
+              "the stub directly (cache off)")
+
+
+if __name__ == "__main__":
+    main()
