@@ -166,11 +166,36 @@ async fn serve(path: PathBuf, fmt: Option<LogFormatArg>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    wait_for_signal().await;
-    tracing::info!("shutting down: draining in-flight requests");
+    serve_until_stopped(&running).await;
+    tracing::info!("shutting down: readiness off, draining in-flight requests");
     running.shutdown_gracefully().await;
     tracing::info!("stopped");
     ExitCode::SUCCESS
+}
+
+/// Reloads on every SIGHUP until SIGTERM or SIGINT.
+async fn serve_until_stopped(running: &server::RunningGateway) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let (Ok(mut hup), Ok(mut term)) = (
+            signal(SignalKind::hangup()),
+            signal(SignalKind::terminate()),
+        ) {
+            loop {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => return,
+                    _ = term.recv() => return,
+                    _ = hup.recv() => {
+                        tracing::info!("SIGHUP: reloading the config");
+                        // Failures are logged and counted by the reloader.
+                        let _ = running.reload().await;
+                    }
+                }
+            }
+        }
+    }
+    wait_for_signal().await;
 }
 
 async fn wait_for_signal() {
