@@ -21,7 +21,13 @@ pub async fn handle_with_reload<B>(
     reload_enabled: bool,
     request: Request<B>,
 ) -> Response<Full<Bytes>> {
-    if reload_enabled && request.uri().path() == "/-/reload" {
+    if request.uri().path() == "/-/reload" {
+        if !reload_enabled {
+            return text(
+                StatusCode::NOT_FOUND,
+                "not found (reload over HTTP is off: server.admin_reload)\n",
+            );
+        }
         if request.method() != Method::POST {
             let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "use POST\n");
             response
