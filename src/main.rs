@@ -1,4 +1,4 @@
-//! The `bms-console-gateway` command: `serve`, `check-config`, `simulate`, `mint-token`.
+//! The `bms-console-gateway` command: `serve`, `check-config`, `simulate`, `probe`, `mint-token`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -62,6 +62,11 @@ enum Command {
         #[arg(long, value_enum, default_value = "json")]
         log_format: LogFormatArg,
     },
+    /// Exit 0 when the URL answers 2xx within 2 s (a container HEALTHCHECK needs no curl).
+    Probe {
+        #[arg(long, default_value = "http://127.0.0.1:9901/healthz")]
+        url: String,
+    },
     /// Print a JWT signed with the dev key (or --key) that the config accepts.
     MintToken {
         #[arg(long)]
@@ -124,6 +129,7 @@ fn main() -> ExitCode {
         } => runtime.block_on(simulate(
             listen, access_key, secret_key, projects, catalog, fmt,
         )),
+        Command::Probe { url } => runtime.block_on(probe(url)),
         Command::MintToken {
             sub,
             config,
@@ -211,6 +217,32 @@ async fn wait_for_signal() {
         }
     }
     let _ = tokio::signal::ctrl_c().await;
+}
+
+async fn probe(url: String) -> ExitCode {
+    use http_body_util::Empty;
+    use hyper_util::client::legacy::Client;
+    let Ok(uri) = url.parse::<http::Uri>() else {
+        eprintln!("{url}: not a URL");
+        return ExitCode::FAILURE;
+    };
+    let client =
+        Client::builder(hyper_util::rt::TokioExecutor::new()).build_http::<Empty<bytes::Bytes>>();
+    match tokio::time::timeout(std::time::Duration::from_secs(2), client.get(uri)).await {
+        Ok(Ok(response)) if response.status().is_success() => ExitCode::SUCCESS,
+        Ok(Ok(response)) => {
+            eprintln!("{url}: {}", response.status());
+            ExitCode::FAILURE
+        }
+        Ok(Err(e)) => {
+            eprintln!("{url}: {e}");
+            ExitCode::FAILURE
+        }
+        Err(_) => {
+            eprintln!("{url}: no answer within 2 s");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn check_config(path: PathBuf) -> ExitCode {

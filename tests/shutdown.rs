@@ -213,6 +213,9 @@ async fn sighup_reloads_the_config_file_and_a_broken_one_keeps_the_old() {
     let path = write_config("hup", &config);
     let mut gateway = Gateway::spawn(&path);
     assert_eq!(console(&gateway.public, "bob").await.status, 403);
+    // `probe` (the container HEALTHCHECK) sees the admin listener.
+    let readyz = format!("{}/readyz", gateway.admin);
+    assert!(probe(&readyz).success());
 
     config.policy = format!("{alice_only}[[policy.rules]]\nname = \"bob\"\nsubjects = [\"bob\"]\nprojects = [\"{PROJECT}\"]\n");
     write_config("hup", &config);
@@ -239,4 +242,15 @@ async fn sighup_reloads_the_config_file_and_a_broken_one_keeps_the_old() {
 
     gateway.signal("TERM");
     assert!(gateway.wait_exit().success());
+    assert!(!probe(&readyz).success());
+}
+
+fn probe(url: &str) -> std::process::ExitStatus {
+    tokio::task::block_in_place(|| {
+        Command::new(BIN)
+            .args(["probe", "--url", url])
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+    })
 }
