@@ -164,6 +164,7 @@ async fn serve(path: PathBuf, fmt: Option<LogFormatArg>) -> ExitCode {
         log_format(fmt, config.logging.format),
         &config.logging.level,
     );
+    let signals = Signals::install();
     let running = match server::start(config).await {
         Ok(r) => r,
         Err(e) => {
@@ -172,35 +173,57 @@ async fn serve(path: PathBuf, fmt: Option<LogFormatArg>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    serve_until_stopped(&running).await;
+    serve_until_stopped(&running, signals).await;
     tracing::info!("shutting down: readiness off, draining in-flight requests");
     running.shutdown_gracefully().await;
     tracing::info!("stopped");
     ExitCode::SUCCESS
 }
 
-/// Reloads on every SIGHUP until SIGTERM or SIGINT.
-async fn serve_until_stopped(running: &server::RunningGateway) {
+/// The signals `serve` reacts to, installed before the listeners open: a signal that arrives
+/// the moment the gateway logs "listening" must not meet the default action (terminate).
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        if let (Ok(mut hup), Ok(mut term)) = (
-            signal(SignalKind::hangup()),
-            signal(SignalKind::terminate()),
-        ) {
-            loop {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => return,
-                    _ = term.recv() => return,
-                    _ = hup.recv() => {
-                        tracing::info!("SIGHUP: reloading the config");
-                        // Failures are logged and counted by the reloader.
-                        let _ = running.reload().await;
-                    }
+    unix: Option<[tokio::signal::unix::Signal; 3]>,
+}
+
+impl Signals {
+    fn install() -> Signals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let unix = match (
+                signal(SignalKind::hangup()),
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) {
+                (Ok(hup), Ok(term), Ok(int)) => Some([hup, term, int]),
+                _ => None,
+            };
+            Signals { unix }
+        }
+        #[cfg(not(unix))]
+        Signals {}
+    }
+}
+
+/// Reloads on every SIGHUP until SIGTERM or SIGINT.
+async fn serve_until_stopped(running: &server::RunningGateway, signals: Signals) {
+    #[cfg(unix)]
+    if let Some([mut hup, mut term, mut int]) = signals.unix {
+        loop {
+            tokio::select! {
+                _ = int.recv() => return,
+                _ = term.recv() => return,
+                _ = hup.recv() => {
+                    tracing::info!("SIGHUP: reloading the config");
+                    // Failures are logged and counted by the reloader.
+                    let _ = running.reload().await;
                 }
             }
         }
     }
+    let _ = signals;
     wait_for_signal().await;
 }
 

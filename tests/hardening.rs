@@ -185,20 +185,14 @@ async fn http2_advertises_max_concurrent_streams() {
     })
     .await;
     let mut stream = TcpStream::connect(h.gateway.public_addr).await.unwrap();
-    // Client preface, then an empty SETTINGS frame (length 0, type 4, no flags, stream 0).
+    // Client preface, then an empty SETTINGS frame.
     stream
-        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
         .await
         .unwrap();
-    let mut header = [0u8; 9];
-    tokio::time::timeout(Duration::from_secs(20), stream.read_exact(&mut header))
-        .await
-        .expect("server SETTINGS in time")
-        .unwrap();
-    assert_eq!(header[3], 4, "the server's first frame is SETTINGS");
-    let len = u32::from_be_bytes([0, header[0], header[1], header[2]]) as usize;
-    let mut payload = vec![0u8; len];
-    stream.read_exact(&mut payload).await.unwrap();
+    stream.write_all(&frame(4, 0, 0, &[])).await.unwrap();
+    let (kind, _, _, payload) = read_frame(&mut stream).await;
+    assert_eq!(kind, 4, "the server's first frame is SETTINGS");
     let settings: Vec<(u16, u32)> = payload
         .chunks(6)
         .map(|c| {
@@ -211,6 +205,88 @@ async fn http2_advertises_max_concurrent_streams() {
     // SETTINGS_MAX_CONCURRENT_STREAMS is 0x3; SETTINGS_MAX_HEADER_LIST_SIZE is 0x6.
     assert!(settings.contains(&(3, 7)), "{settings:?}");
     assert!(settings.contains(&(6, 16 * 1024)), "{settings:?}");
+}
+
+/// Reads one HTTP/2 frame: (type, flags, stream id, payload).
+async fn read_frame(stream: &mut TcpStream) -> (u8, u8, u32, Vec<u8>) {
+    let mut header = [0u8; 9];
+    tokio::time::timeout(Duration::from_secs(20), stream.read_exact(&mut header))
+        .await
+        .expect("a frame in time")
+        .unwrap();
+    let len = u32::from_be_bytes([0, header[0], header[1], header[2]]) as usize;
+    let id = u32::from_be_bytes([header[5], header[6], header[7], header[8]]) & 0x7fff_ffff;
+    let mut payload = vec![0u8; len];
+    stream.read_exact(&mut payload).await.unwrap();
+    (header[3], header[4], id, payload)
+}
+
+fn frame(kind: u8, flags: u8, stream_id: u32, payload: &[u8]) -> Vec<u8> {
+    let len = (payload.len() as u32).to_be_bytes();
+    let mut out = vec![len[1], len[2], len[3], kind, flags];
+    out.extend_from_slice(&stream_id.to_be_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// A HEADERS block in HPACK "literal without indexing, new name" form (no tables, no Huffman).
+fn hpack(headers: &[(&str, &str)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (name, value) in headers {
+        out.push(0);
+        out.push(name.len() as u8);
+        out.extend_from_slice(name.as_bytes());
+        out.push(value.len() as u8);
+        out.extend_from_slice(value.as_bytes());
+    }
+    out
+}
+
+#[tokio::test]
+async fn http2_streams_beyond_max_concurrent_streams_are_refused() {
+    let h = Harness::start(TestConfig {
+        extra_server: "max_concurrent_streams = 2".into(),
+        ..TestConfig::default()
+    })
+    .await;
+    let mut stream = TcpStream::connect(h.gateway.public_addr).await.unwrap();
+    stream
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
+    stream.write_all(&frame(4, 0, 0, &[])).await.unwrap();
+    // The server's SETTINGS apply once acknowledged.
+    loop {
+        let (kind, flags, _, _) = read_frame(&mut stream).await;
+        if kind == 4 && flags & 1 == 0 {
+            break;
+        }
+    }
+    stream.write_all(&frame(4, 1, 0, &[])).await.unwrap();
+    let path = console_path(PROJECT, LINUX);
+    let block = hpack(&[
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":authority", "gw"),
+        (":path", &path),
+        ("content-type", "application/json"),
+    ]);
+    // Three requests whose bodies never come (END_HEADERS, no END_STREAM): two fit.
+    for id in [1u32, 3, 5] {
+        stream.write_all(&frame(1, 0x4, id, &block)).await.unwrap();
+    }
+    let refused = loop {
+        let (kind, _, id, payload) = read_frame(&mut stream).await;
+        if kind == 3 {
+            // RST_STREAM carries the error code.
+            break (
+                id,
+                u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]),
+            );
+        }
+    };
+    // REFUSED_STREAM (0x7) for the third stream.
+    assert_eq!(refused, (5, 7));
 }
 
 #[tokio::test]
