@@ -1,5 +1,6 @@
 //! The admin listener: `/metrics` (Prometheus text), `/healthz` (the process answers) and
-//! `/readyz` (keys and credentials are loaded and requests are being served).
+//! `/readyz` (keys and credentials are loaded and requests are being served), and, when
+//! `server.admin_reload` is on, `POST /-/reload` (re-read the config file, like `SIGHUP`).
 //!
 //! It runs on its own address so it can stay inside the cluster while the public listener
 //! faces callers.
@@ -11,7 +12,62 @@ use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 
+use crate::reload::{ReloadError, Reloader};
 use crate::state::Gateway;
+
+/// Serves one admin request against the current gateway; `/-/reload` only when enabled.
+pub async fn handle_with_reload<B>(
+    reloader: &Reloader,
+    reload_enabled: bool,
+    request: Request<B>,
+) -> Response<Full<Bytes>> {
+    if request.uri().path() == "/-/reload" {
+        if !reload_enabled {
+            return text(
+                StatusCode::NOT_FOUND,
+                "not found (reload over HTTP is off: server.admin_reload)\n",
+            );
+        }
+        if request.method() != Method::POST {
+            let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "use POST\n");
+            response
+                .headers_mut()
+                .insert(header::ALLOW, header::HeaderValue::from_static("POST"));
+            return response;
+        }
+        return reload(reloader).await;
+    }
+    handle(&reloader.current(), &request)
+}
+
+/// `POST /-/reload`: 200 when the new config serves, else the flat error shape with the
+/// problems (the old config keeps serving).
+async fn reload(reloader: &Reloader) -> Response<Full<Bytes>> {
+    let (status, body) = match reloader.reload().await {
+        Ok(()) => (StatusCode::OK, serde_json::json!({"status": "reloaded"})),
+        Err(e) => {
+            let (status, code) = match &e {
+                ReloadError::Invalid(_) => (StatusCode::BAD_REQUEST, "BMSGW.0702"),
+                ReloadError::NoConfigFile => (StatusCode::CONFLICT, "BMSGW.0703"),
+                ReloadError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "BMSGW.0704"),
+            };
+            let request_id = uuid::Uuid::new_v4().simple().to_string();
+            let body = serde_json::json!({
+                "error_code": code,
+                "error_msg": format!("config not reloaded: {e}"),
+                "request_id": request_id,
+            });
+            (status, body)
+        }
+    };
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    response
+}
 
 pub fn handle<B>(state: &Arc<Gateway>, request: &Request<B>) -> Response<Full<Bytes>> {
     if request.method() != Method::GET && request.method() != Method::HEAD {

@@ -85,6 +85,9 @@ pub struct Config {
     /// How the file is named in error messages.
     #[serde(skip)]
     pub source_name: String,
+    /// The file this config was read from (reload reads it again); `None` for text.
+    #[serde(skip)]
+    pub path: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -110,6 +113,15 @@ pub struct ServerConfig {
     pub drain_timeout_seconds: u64,
     /// TLS on the public listener; plain HTTP when absent.
     pub tls: Option<TlsConfig>,
+    /// Longest request line (method, target, version) accepted; longer ones get 414.
+    pub max_request_line_bytes: usize,
+    /// A connection with no request in flight for this long is closed.
+    pub idle_timeout_ms: u64,
+    /// On SIGTERM/SIGINT: how long readiness reports false while the listener still accepts,
+    /// so load balancers stop sending before the listener closes.
+    pub shutdown_delay_ms: u64,
+    /// Serve `POST /-/reload` on the admin listener (SIGHUP works either way).
+    pub admin_reload: bool,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -143,6 +155,10 @@ impl Default for ServerConfig {
             max_concurrent_streams: 100,
             drain_timeout_seconds: 30,
             tls: None,
+            max_request_line_bytes: 8 * 1024,
+            idle_timeout_ms: 60_000,
+            shutdown_delay_ms: 0,
+            admin_reload: false,
         }
     }
 }
@@ -271,6 +287,10 @@ pub struct UpstreamConfig {
     pub ca_file: Option<PathBuf>,
     pub pool_idle_timeout_seconds: u64,
     pub pool_max_idle_per_host: usize,
+    /// Client certificate chain (PEM) presented to the BMS endpoint, for mutual TLS.
+    pub client_cert_file: Option<PathBuf>,
+    /// Private key (PEM) of `client_cert_file`.
+    pub client_key_file: Option<PathBuf>,
 }
 
 impl Default for UpstreamConfig {
@@ -281,6 +301,8 @@ impl Default for UpstreamConfig {
             ca_file: None,
             pool_idle_timeout_seconds: 90,
             pool_max_idle_per_host: 64,
+            client_cert_file: None,
+            client_key_file: None,
         }
     }
 }
@@ -333,6 +355,11 @@ pub struct RuleConfig {
     pub servers: Vec<String>,
     /// Rate-limit tier from `rate_limit.tiers` for callers this rule admits.
     pub rate_limit_tier: Option<String>,
+    /// Verified TLS client-certificate subjects (as the access log's `tls_client` prints them,
+    /// e.g. `CN=ops-bot, O=Example`); when given, the request must arrive over mutual TLS with
+    /// one of them, in addition to the rule's other conditions.
+    #[serde(default)]
+    pub client_certs: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default)]
@@ -372,7 +399,9 @@ impl Config {
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("."));
-        Config::from_toml_str(&text, &base_dir, &source_name)
+        let mut config = Config::from_toml_str(&text, &base_dir, &source_name)?;
+        config.path = Some(path.to_path_buf());
+        Ok(config)
     }
 
     /// Parses and validates config text; `base_dir` anchors relative paths.
@@ -445,6 +474,12 @@ impl Config {
                 "must be at least 1 while the cache is on (ttl_seconds > 0)",
             ));
         }
+        if self.upstream.client_cert_file.is_some() != self.upstream.client_key_file.is_some() {
+            issues.push(ConfigIssue::new(
+                "upstream",
+                "client_cert_file and client_key_file go together: set both or neither",
+            ));
+        }
         if self.upstream.timeout_ms == 0 || self.upstream.connect_timeout_ms == 0 {
             issues.push(ConfigIssue::new(
                 "upstream",
@@ -484,10 +519,22 @@ impl Config {
                 ));
             }
         }
-        if s.max_header_bytes < 1024 {
+        if s.max_request_line_bytes < 256 {
+            issues.push(ConfigIssue::new(
+                "server.max_request_line_bytes",
+                "must be at least 256 (the API's own request line is about 120 bytes)",
+            ));
+        }
+        if s.idle_timeout_ms == 0 {
+            issues.push(ConfigIssue::new(
+                "server.idle_timeout_ms",
+                "must be above 0",
+            ));
+        }
+        if s.max_header_bytes < 8192 {
             issues.push(ConfigIssue::new(
                 "server.max_header_bytes",
-                "must be at least 1024 (tokens alone can take several KiB)",
+                "must be at least 8192 (tokens alone can take several KiB, and HTTP/1's read buffer cannot be smaller)",
             ));
         }
     }
@@ -649,7 +696,7 @@ impl Config {
         }
         for (i, rule) in self.policy.rules.iter().enumerate() {
             let key = format!("policy.rules[{i}]");
-            if rule.subjects.is_empty() && rule.claims.is_empty() {
+            if rule.subjects.is_empty() && rule.claims.is_empty() && rule.client_certs.is_empty() {
                 issues.push(ConfigIssue::new(
                     key.clone(),
                     "names neither subjects nor claims; use subjects = [\"*\"] to match every caller",
@@ -679,6 +726,17 @@ impl Config {
                         format!("{s:?} is not a server id (UUID) or \"*\""),
                     ));
                 }
+            }
+            let mtls = self
+                .server
+                .tls
+                .as_ref()
+                .is_some_and(|t| t.client_ca_file.is_some());
+            if !rule.client_certs.is_empty() && !mtls {
+                issues.push(ConfigIssue::new(
+                    format!("{key}.client_certs"),
+                    "needs server.tls.client_ca_file: without mutual TLS no request has a client certificate",
+                ));
             }
             if let Some(tier) = &rule.rate_limit_tier {
                 if !self.rate_limit.tiers.contains_key(tier) {

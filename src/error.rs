@@ -123,6 +123,8 @@ pub enum GatewayError {
     NotReady,
     #[error("internal error")]
     Internal,
+    #[error("request line too long")]
+    RequestLineTooLong,
 }
 
 impl GatewayError {
@@ -150,6 +152,7 @@ impl GatewayError {
             GatewayError::Upstream(e) => e.status,
             GatewayError::NotReady => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            GatewayError::RequestLineTooLong => StatusCode::URI_TOO_LONG,
         }
     }
 
@@ -178,6 +181,7 @@ impl GatewayError {
             GatewayError::Upstream(e) => &e.code,
             GatewayError::NotReady => "BMSGW.0501",
             GatewayError::Internal => "BMSGW.0500",
+            GatewayError::RequestLineTooLong => "BMSGW.0701",
         }
     }
 
@@ -229,6 +233,9 @@ impl GatewayError {
             GatewayError::Upstream(e) => e.message.clone(),
             GatewayError::NotReady => "The gateway is not ready".into(),
             GatewayError::Internal => "Internal error".into(),
+            GatewayError::RequestLineTooLong => {
+                "Request line too long (see server.max_request_line_bytes)".into()
+            }
         }
     }
 

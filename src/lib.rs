@@ -15,6 +15,7 @@ pub mod error;
 pub mod mint;
 pub mod pipeline;
 pub mod ratelimit;
+pub mod reload;
 pub mod secret;
 pub mod server;
 pub mod sim;

@@ -1,4 +1,4 @@
-//! The `bms-console-gateway` command: `serve`, `check-config`, `simulate`, `mint-token`.
+//! The `bms-console-gateway` command: `serve`, `check-config`, `simulate`, `probe`, `mint-token`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -62,6 +62,11 @@ enum Command {
         #[arg(long, value_enum, default_value = "json")]
         log_format: LogFormatArg,
     },
+    /// Exit 0 when the URL answers 2xx within 2 s (a container HEALTHCHECK needs no curl).
+    Probe {
+        #[arg(long, default_value = "http://127.0.0.1:9901/healthz")]
+        url: String,
+    },
     /// Print a JWT signed with the dev key (or --key) that the config accepts.
     MintToken {
         #[arg(long)]
@@ -124,6 +129,7 @@ fn main() -> ExitCode {
         } => runtime.block_on(simulate(
             listen, access_key, secret_key, projects, catalog, fmt,
         )),
+        Command::Probe { url } => runtime.block_on(probe(url)),
         Command::MintToken {
             sub,
             config,
@@ -158,6 +164,7 @@ async fn serve(path: PathBuf, fmt: Option<LogFormatArg>) -> ExitCode {
         log_format(fmt, config.logging.format),
         &config.logging.level,
     );
+    let signals = Signals::install();
     let running = match server::start(config).await {
         Ok(r) => r,
         Err(e) => {
@@ -166,11 +173,58 @@ async fn serve(path: PathBuf, fmt: Option<LogFormatArg>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    wait_for_signal().await;
-    tracing::info!("shutting down: draining in-flight requests");
+    serve_until_stopped(&running, signals).await;
+    tracing::info!("shutting down: readiness off, draining in-flight requests");
     running.shutdown_gracefully().await;
     tracing::info!("stopped");
     ExitCode::SUCCESS
+}
+
+/// The signals `serve` reacts to, installed before the listeners open: a signal that arrives
+/// the moment the gateway logs "listening" must not meet the default action (terminate).
+struct Signals {
+    #[cfg(unix)]
+    unix: Option<[tokio::signal::unix::Signal; 3]>,
+}
+
+impl Signals {
+    fn install() -> Signals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let unix = match (
+                signal(SignalKind::hangup()),
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) {
+                (Ok(hup), Ok(term), Ok(int)) => Some([hup, term, int]),
+                _ => None,
+            };
+            Signals { unix }
+        }
+        #[cfg(not(unix))]
+        Signals {}
+    }
+}
+
+/// Reloads on every SIGHUP until SIGTERM or SIGINT.
+async fn serve_until_stopped(running: &server::RunningGateway, signals: Signals) {
+    #[cfg(unix)]
+    if let Some([mut hup, mut term, mut int]) = signals.unix {
+        loop {
+            tokio::select! {
+                _ = int.recv() => return,
+                _ = term.recv() => return,
+                _ = hup.recv() => {
+                    tracing::info!("SIGHUP: reloading the config");
+                    // Failures are logged and counted by the reloader.
+                    let _ = running.reload().await;
+                }
+            }
+        }
+    }
+    let _ = signals;
+    wait_for_signal().await;
 }
 
 async fn wait_for_signal() {
@@ -186,6 +240,32 @@ async fn wait_for_signal() {
         }
     }
     let _ = tokio::signal::ctrl_c().await;
+}
+
+async fn probe(url: String) -> ExitCode {
+    use http_body_util::Empty;
+    use hyper_util::client::legacy::Client;
+    let Ok(uri) = url.parse::<http::Uri>() else {
+        eprintln!("{url}: not a URL");
+        return ExitCode::FAILURE;
+    };
+    let client =
+        Client::builder(hyper_util::rt::TokioExecutor::new()).build_http::<Empty<bytes::Bytes>>();
+    match tokio::time::timeout(std::time::Duration::from_secs(2), client.get(uri)).await {
+        Ok(Ok(response)) if response.status().is_success() => ExitCode::SUCCESS,
+        Ok(Ok(response)) => {
+            eprintln!("{url}: {}", response.status());
+            ExitCode::FAILURE
+        }
+        Ok(Err(e)) => {
+            eprintln!("{url}: {e}");
+            ExitCode::FAILURE
+        }
+        Err(_) => {
+            eprintln!("{url}: no answer within 2 s");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn check_config(path: PathBuf) -> ExitCode {

@@ -32,6 +32,7 @@ use crate::ratelimit::Outcome;
 use crate::server::ConnectionInfo;
 use crate::state::Gateway;
 use crate::telemetry::metrics::status_class;
+use crate::telemetry::trace_context::TraceContext;
 
 /// Largest request body accepted; the real body is 60 bytes.
 pub const MAX_BODY_BYTES: usize = 4096;
@@ -51,6 +52,8 @@ pub struct RequestContext {
     pub upstream_request_id: Option<String>,
     /// The TCP peer and, with mutual TLS, the client certificate's subject.
     pub connection: Option<ConnectionInfo>,
+    /// The caller's W3C trace context (`traceparent`), when it sent a valid one.
+    pub trace: Option<TraceContext>,
 }
 
 impl RequestContext {
@@ -67,6 +70,7 @@ impl RequestContext {
             cache: None,
             upstream_request_id: None,
             connection: None,
+            trace: None,
         }
     }
 }
@@ -83,6 +87,7 @@ pub async fn handle(state: &Arc<Gateway>, request: Request<Incoming>) -> Respons
     let _in_flight = InFlight::enter(state);
     let mut ctx = RequestContext::new(request_id(request.headers()));
     ctx.connection = request.extensions().get::<ConnectionInfo>().cloned();
+    ctx.trace = TraceContext::from_headers(request.headers());
     let result = run(state, request, &mut ctx).await;
     let error_code = result.as_ref().err().map(|e| e.code().to_string());
     let response = respond(&ctx, result);
@@ -118,6 +123,11 @@ async fn parse(
     body: Incoming,
     ctx: &mut RequestContext,
 ) -> Result<Parsed, GatewayError> {
+    // HTTP/1's request line, or HTTP/2's method and :path: `METHOD SP target SP HTTP/1.1`.
+    let request_line = head.method.as_str().len() + 1 + head.uri.to_string().len() + 9;
+    if request_line > state.max_request_line_bytes {
+        return Err(GatewayError::RequestLineTooLong);
+    }
     let target = match bms::match_route(head.uri.path()) {
         RouteMatch::NoRoute => return Err(GatewayError::NotFound),
         RouteMatch::RemoteConsole(target) => {
@@ -226,7 +236,15 @@ fn authorize(
     target: &ConsoleTarget,
     ctx: &mut RequestContext,
 ) -> Result<Option<Arc<str>>, GatewayError> {
-    match state.policy.decide(caller, target) {
+    let client_cert = ctx
+        .connection
+        .as_ref()
+        .and_then(|c| c.client.as_ref())
+        .map(|c| c.subject.as_str());
+    match state
+        .policy
+        .decide_with_client_cert(caller, client_cert, target)
+    {
         Decision::Allow { rule, tier } => {
             ctx.rule = Some(rule);
             Ok(tier)
@@ -389,6 +407,7 @@ fn record(
             .as_ref()
             .and_then(|c| c.client.as_ref())
             .map_or("-", |c| c.subject.as_str()),
+        trace_id = ctx.trace.as_ref().map_or("-", |t| t.trace_id.as_str()),
         route = ctx.route,
         subject = ctx.subject.as_deref().unwrap_or("-"),
         issuer = ctx.issuer.as_deref().unwrap_or("-"),

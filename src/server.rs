@@ -4,7 +4,9 @@
 //! config asks for one, binds the public and admin listeners and returns a [`RunningGateway`]
 //! that tests and `serve` both drive. Each connection is served by hyper's auto builder
 //! (HTTP/1.1 and HTTP/2) with a header-read timeout (which needs the timer installed to do
-//! anything) and a cap on the request head size.
+//! anything), caps on the request head size and header count, an idle timeout, and a drain on
+//! shutdown. Requests take the current gateway from the [`Reloader`], so a reload swaps it
+//! without touching connections.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -15,13 +17,13 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::{Config, ConfigError, ServerConfig, EMBEDDED_ENDPOINT};
+use crate::reload::{ReloadError, Reloader};
 use crate::secret::SecretRef;
 use crate::sim;
 use crate::state::Gateway;
@@ -45,18 +47,37 @@ pub enum StartError {
 pub struct RunningGateway {
     pub public_addr: SocketAddr,
     pub admin_addr: SocketAddr,
-    pub state: Arc<Gateway>,
+    /// Owns the current [`Gateway`]; reloads go through it.
+    pub reloader: Arc<Reloader>,
     /// The in-process simulator, when the config uses one.
     pub simulator: Option<sim::SimHandle>,
-    stop: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<()>>,
+    public_stop: watch::Sender<Option<Duration>>,
+    admin_stop: watch::Sender<Option<Duration>>,
+    public_task: JoinHandle<()>,
+    admin_task: JoinHandle<()>,
+    /// Stops the certificate watcher (and anything else that lives as long as the listeners).
+    background_stop: watch::Sender<bool>,
     drain_timeout: Duration,
+    shutdown_delay: Duration,
 }
 
 impl RunningGateway {
-    /// The graceful stop: readiness turns false (so `/readyz` sends load balancers elsewhere),
-    /// the listeners stop accepting, requests in flight finish (up to
-    /// `server.drain_timeout_seconds`), then this returns.
+    /// The gateway serving new requests now.
+    pub fn state(&self) -> Arc<Gateway> {
+        self.reloader.current()
+    }
+
+    /// Re-reads the config file and swaps in the new gateway (what `SIGHUP` does).
+    pub async fn reload(&self) -> Result<(), ReloadError> {
+        self.reloader.reload().await
+    }
+
+    /// The graceful stop (what `SIGTERM` does): readiness turns false (so `/readyz` sends load
+    /// balancers elsewhere) and the public listener keeps accepting for
+    /// `server.shutdown_delay_ms`; then it stops accepting, open connections are asked to
+    /// close after their current request, requests in flight finish (up to
+    /// `server.drain_timeout_seconds`, after which the rest are cut), and last the admin
+    /// listener closes.
     pub async fn shutdown_gracefully(self) {
         let drain = self.drain_timeout;
         self.shutdown(drain).await
@@ -64,12 +85,15 @@ impl RunningGateway {
 
     /// Like [`RunningGateway::shutdown_gracefully`] with an explicit drain deadline.
     pub async fn shutdown(self, drain: Duration) {
-        self.state.ready.store(false, Ordering::Release);
-        self.state.metrics.ready.set(0);
-        let _ = self.stop.send(true);
-        for task in self.tasks {
-            let _ = tokio::time::timeout(drain, task).await;
+        self.reloader.begin_shutdown().await;
+        if !self.shutdown_delay.is_zero() {
+            tokio::time::sleep(self.shutdown_delay).await;
         }
+        let _ = self.public_stop.send(Some(drain));
+        let _ = self.public_task.await;
+        let _ = self.admin_stop.send(Some(Duration::from_secs(1)));
+        let _ = self.admin_task.await;
+        let _ = self.background_stop.send(true);
         if let Some(sim) = &self.simulator {
             sim.shutdown();
         }
@@ -102,9 +126,11 @@ pub async fn start_with_clock(
         None
     };
     let endpoint = simulator.as_ref().map(|s| s.endpoint());
-    let state = Arc::new(Gateway::build(&config, clock, endpoint.as_deref())?);
+    let state = Arc::new(Gateway::build(&config, clock.clone(), endpoint.as_deref())?);
+    let metrics = state.metrics.clone();
+    metrics.config_last_reload_success.set(clock.unix_seconds());
 
-    let (stop, stopped) = watch::channel(false);
+    let (background_stop, background_stopped) = watch::channel(false);
     let public = bind(config.server.listen).await?;
     let admin = bind(config.server.admin_listen).await?;
     let public_addr = local_addr(&public, config.server.listen)?;
@@ -114,29 +140,41 @@ pub async fn start_with_clock(
         None => None,
         Some(tls_config) => {
             let tls = Arc::new(
-                TlsState::load(tls_config, &config.base_dir, &state.metrics)
+                TlsState::load(tls_config, &config.base_dir, &metrics)
                     .map_err(|issues| config.error(issues))?,
             );
             tokio::spawn(tls.clone().watch(
                 Duration::from_secs(tls_config.reload_interval_seconds),
-                state.metrics.clone(),
-                stopped.clone(),
+                metrics.clone(),
+                background_stopped.clone(),
             ));
             Some(tls)
         }
     };
-    let public_state = state.clone();
+    let reloader = Arc::new(Reloader::new(
+        state.clone(),
+        &config,
+        clock,
+        endpoint.clone(),
+    ));
+
+    let (public_stop, public_stopped) = watch::channel(None);
+    let public_reloader = reloader.clone();
     let public_listener = Listener {
         socket: public,
         settings: config.server.clone(),
         tls,
-        metrics: state.metrics.clone(),
+        metrics: metrics.clone(),
     };
-    let public_task = tokio::spawn(serve(public_listener, stopped.clone(), move |request| {
-        let state = public_state.clone();
+    let public_task = tokio::spawn(serve(public_listener, public_stopped, move |request| {
+        // The gateway current when the request arrived serves all of it, across reloads.
+        let state = public_reloader.current();
         async move { Ok::<_, Infallible>(crate::pipeline::handle(&state, request).await) }
     }));
-    let admin_state = state.clone();
+
+    let (admin_stop, admin_stopped) = watch::channel(None);
+    let admin_reloader = reloader.clone();
+    let reload_enabled = config.server.admin_reload;
     let admin_listener = Listener {
         socket: admin,
         settings: config.server.clone(),
@@ -144,27 +182,36 @@ pub async fn start_with_clock(
         // Admin connections are not the public listener's: count them apart.
         metrics: Arc::new(crate::telemetry::Metrics::new(&[])),
     };
-    let admin_task = tokio::spawn(serve(admin_listener, stopped, move |request| {
-        let state = admin_state.clone();
-        async move { Ok::<_, Infallible>(crate::admin::handle(&state, &request)) }
+    let admin_task = tokio::spawn(serve(admin_listener, admin_stopped, move |request| {
+        let reloader = admin_reloader.clone();
+        async move {
+            Ok::<_, Infallible>(
+                crate::admin::handle_with_reload(&reloader, reload_enabled, request).await,
+            )
+        }
     }));
 
     state.ready.store(true, Ordering::Release);
-    state.metrics.ready.set(1);
+    metrics.ready.set(1);
     tracing::info!(
         public = %public_addr,
         admin = %admin_addr,
         simulator = endpoint.as_deref().unwrap_or("-"),
+        tls = config.server.tls.is_some(),
         "bms-console-gateway listening"
     );
     Ok(RunningGateway {
         public_addr,
         admin_addr,
-        state,
+        reloader,
         simulator,
-        stop,
-        tasks: vec![public_task, admin_task],
+        public_stop,
+        admin_stop,
+        public_task,
+        admin_task,
+        background_stop,
         drain_timeout: Duration::from_secs(config.server.drain_timeout_seconds),
+        shutdown_delay: Duration::from_millis(config.server.shutdown_delay_ms),
     })
 }
 
@@ -196,14 +243,28 @@ struct Listener {
     metrics: Arc<crate::telemetry::Metrics>,
 }
 
-/// Accepts connections until told to stop, then waits for open connections to finish.
+/// The per-connection limits, read once when the listener starts.
+#[derive(Clone, Copy)]
+struct ConnectionLimits {
+    header_timeout: Duration,
+    idle_timeout: Duration,
+}
+
+/// Accepts connections until told to stop, then drains them.
 ///
-/// Per connection: the TLS handshake and the first request's head must arrive within the
-/// header-read timeout (hyper applies it to later requests itself, which also closes idle
-/// keep-alive connections); beyond `max_connections` open connections new ones are closed at
-/// once instead of queueing.
-async fn serve<F, Fut>(listener: Listener, mut stopped: watch::Receiver<bool>, handler: F)
-where
+/// Per connection: the TLS handshake must finish, and then the first request's head arrive,
+/// each within the header-read timeout (hyper applies that timeout to each later HTTP/1
+/// request head too, which includes the wait between keep-alive requests); a connection with
+/// no request in flight for `idle_timeout_ms` is closed (HTTP/2 gets a GOAWAY); beyond
+/// `max_connections` open connections new ones are closed at once instead of queueing.
+///
+/// The stop signal carries the drain deadline: every connection is asked to close after its
+/// current requests, and those still open when the deadline passes are cut.
+async fn serve<F, Fut>(
+    listener: Listener,
+    mut stopped: watch::Receiver<Option<Duration>>,
+    handler: F,
+) where
     F: Fn(http::Request<hyper::body::Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: std::future::Future<
             Output = Result<http::Response<http_body_util::Full<bytes::Bytes>>, Infallible>,
@@ -211,14 +272,17 @@ where
         + 'static,
 {
     let settings = &listener.settings;
-    let header_timeout = Duration::from_millis(settings.header_read_timeout_ms);
+    let limits = ConnectionLimits {
+        header_timeout: Duration::from_millis(settings.header_read_timeout_ms),
+        idle_timeout: Duration::from_millis(settings.idle_timeout_ms),
+    };
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout)
+        .header_read_timeout(limits.header_timeout)
         .max_headers(settings.max_headers)
-        .max_buf_size(settings.max_header_bytes.max(8192));
+        .max_buf_size(settings.max_header_bytes);
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -227,11 +291,13 @@ where
         .keep_alive_interval(Some(Duration::from_secs(30)));
     let builder = Arc::new(builder);
     let slots = Arc::new(tokio::sync::Semaphore::new(settings.max_connections));
-    let graceful = GracefulShutdown::new();
-    loop {
+    let mut connections = tokio::task::JoinSet::new();
+    let drain = loop {
         let accepted = tokio::select! {
             accepted = listener.socket.accept() => accepted,
-            _ = stopped.changed() => break,
+            _ = stopped.changed() => break stopped.borrow().unwrap_or_default(),
+            // Reap finished connections so the set does not grow.
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
         };
         let (stream, peer) = match accepted {
             Ok(conn) => conn,
@@ -252,69 +318,68 @@ where
         let builder = builder.clone();
         let tls = listener.tls.clone();
         let metrics = listener.metrics.clone();
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
+        let stop = stopped.clone();
+        connections.spawn(async move {
             let _slot = slot;
             metrics.connections_open.inc();
-            let first_request = Arc::new(tokio::sync::Notify::new());
-            let served = async {
-                match tls {
-                    None => {
-                        let info = ConnectionInfo { peer, client: None };
-                        serve_connection(
-                            &builder,
-                            TokioIo::new(stream),
-                            info,
-                            handler,
-                            first_request.clone(),
-                            watcher,
-                        )
+            match tls {
+                None => {
+                    let info = ConnectionInfo { peer, client: None };
+                    serve_connection(&builder, TokioIo::new(stream), info, handler, limits, stop)
                         .await
-                    }
-                    Some(tls) => {
-                        let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
-                        let Ok(Ok(tls_stream)) =
-                            tokio::time::timeout(header_timeout, acceptor.accept(stream)).await
-                        else {
-                            return;
-                        };
-                        let client =
-                            crate::tls::client_identity(tls_stream.get_ref().1.peer_certificates());
-                        let info = ConnectionInfo { peer, client };
-                        serve_connection(
-                            &builder,
-                            TokioIo::new(tls_stream),
-                            info,
-                            handler,
-                            first_request.clone(),
-                            watcher,
-                        )
-                        .await
+                }
+                Some(tls) => {
+                    let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
+                    match tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await
+                    {
+                        Ok(Ok(tls_stream)) => {
+                            let client = crate::tls::client_identity(
+                                tls_stream.get_ref().1.peer_certificates(),
+                            );
+                            let info = ConnectionInfo { peer, client };
+                            serve_connection(
+                                &builder,
+                                TokioIo::new(tls_stream),
+                                info,
+                                handler,
+                                limits,
+                                stop,
+                            )
+                            .await
+                        }
+                        Ok(Err(e)) => {
+                            metrics.tls_handshake_failures.inc();
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        }
+                        Err(_) => metrics.tls_handshake_failures.inc(),
                     }
                 }
-            };
-            tokio::pin!(served);
-            // The handshake and the first request must start within twice the header-read
-            // timeout; hyper's detection of HTTP/1 versus HTTP/2 has no deadline of its own.
-            tokio::select! {
-                _ = &mut served => {}
-                _ = first_request.notified() => served.await,
-                _ = tokio::time::sleep(header_timeout * 2) => {}
             }
             metrics.connections_open.dec();
         });
-    }
+    };
     drop(listener.socket);
-    graceful.shutdown().await;
+    let drained = tokio::time::timeout(drain, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            open = connections.len(),
+            "drain deadline passed; closing the connections still open"
+        );
+        connections.shutdown().await;
+    }
 }
 
+/// Serves one connection until it ends, the listener stops, or it goes idle.
 async fn serve_connection<I, F, Fut>(
     builder: &auto::Builder<TokioExecutor>,
     io: I,
     info: ConnectionInfo,
     handler: F,
-    first_request: Arc<tokio::sync::Notify>,
-    watcher: hyper_util::server::graceful::Watcher,
+    limits: ConnectionLimits,
+    mut stop: watch::Receiver<Option<Duration>>,
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     F: Fn(http::Request<hyper::body::Incoming>) -> Fut + Clone + Send + Sync + 'static,
@@ -323,13 +388,103 @@ async fn serve_connection<I, F, Fut>(
         > + Send
         + 'static,
 {
+    let activity = Arc::new(Activity::new());
+    let service_activity = activity.clone();
     let service = service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
-        first_request.notify_one();
+        let busy = service_activity.begin();
         request.extensions_mut().insert(info.clone());
-        handler(request)
+        let answer = handler(request);
+        async move {
+            let response = answer.await;
+            drop(busy);
+            response
+        }
     });
     let connection = builder.serve_connection_with_upgrades(io, service);
-    let _ = watcher.watch(connection.into_owned()).await;
+    tokio::pin!(connection);
+    let mut closing = stop.borrow().is_some();
+    if closing {
+        connection.as_mut().graceful_shutdown();
+    }
+    loop {
+        let deadline = activity.deadline(limits);
+        tokio::select! {
+            _ = connection.as_mut() => return,
+            _ = stop.changed(), if !closing => {
+                connection.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            // A request finished: the idle deadline moved.
+            _ = activity.finished.notified(), if !closing => {}
+            _ = tokio::time::sleep_until(deadline), if !closing => {
+                match activity.state() {
+                    // The first request never came: hang up without ceremony.
+                    (0, 0) => return,
+                    (0, _) if activity.deadline(limits) <= tokio::time::Instant::now() => {
+                        connection.as_mut().graceful_shutdown();
+                        closing = true;
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+/// What a connection is doing, for the first-request deadline and the idle timeout.
+struct Activity {
+    opened: tokio::time::Instant,
+    /// (requests in flight, requests started, when the last one finished).
+    inner: std::sync::Mutex<(usize, u64, tokio::time::Instant)>,
+    finished: tokio::sync::Notify,
+}
+
+/// Marks one request in flight while it lives (also when the client goes away mid-request).
+struct Busy(Arc<Activity>);
+
+impl Activity {
+    fn new() -> Activity {
+        let now = tokio::time::Instant::now();
+        Activity {
+            opened: now,
+            inner: std::sync::Mutex::new((0, 0, now)),
+            finished: tokio::sync::Notify::new(),
+        }
+    }
+
+    fn begin(self: &Arc<Self>) -> Busy {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.0 += 1;
+        inner.1 += 1;
+        Busy(self.clone())
+    }
+
+    /// (in flight, started).
+    fn state(&self) -> (usize, u64) {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        (inner.0, inner.1)
+    }
+
+    /// When to look again: the first-request deadline, the idle deadline, or (while requests
+    /// are in flight) one idle period from now.
+    fn deadline(&self, limits: ConnectionLimits) -> tokio::time::Instant {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        match *inner {
+            (_, 0, _) => self.opened + limits.header_timeout,
+            (0, _, last) => last + limits.idle_timeout,
+            _ => tokio::time::Instant::now() + limits.idle_timeout,
+        }
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        let mut inner = self.0.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.0 -= 1;
+        inner.2 = tokio::time::Instant::now();
+        drop(inner);
+        self.0.finished.notify_one();
+    }
 }
 
 /// Starts the simulator in this process with the credentials of every `embedded` account.

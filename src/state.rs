@@ -33,6 +33,8 @@ pub struct Gateway {
     pub body_read_timeout: Duration,
     /// True once everything is loaded; the admin `/readyz` reports it.
     pub ready: AtomicBool,
+    /// Longest request line accepted (`server.max_request_line_bytes`).
+    pub max_request_line_bytes: usize,
 }
 
 impl Gateway {
@@ -43,6 +45,19 @@ impl Gateway {
         clock: SharedClock,
         embedded_endpoint: Option<&str>,
     ) -> Result<Gateway, ConfigError> {
+        let metrics = Arc::new(Metrics::new(&account_names(config)));
+        Gateway::build_with_metrics(config, clock, embedded_endpoint, metrics)
+    }
+
+    /// Like [`Gateway::build`], but counting into existing metrics: a reload builds the new
+    /// gateway this way, so counters continue instead of starting again at zero.
+    pub fn build_with_metrics(
+        config: &Config,
+        clock: SharedClock,
+        embedded_endpoint: Option<&str>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Gateway, ConfigError> {
+        metrics.add_accounts(&account_names(config));
         let mut issues = Vec::new();
         let verifier = Verifier::from_config(&config.auth, &config.base_dir, clock.clone())
             .map_err(|e| issues.extend(e))
@@ -50,15 +65,8 @@ impl Gateway {
         let accounts = Accounts::from_config(config, embedded_endpoint)
             .map_err(|e| issues.extend(e))
             .ok();
-        let metrics = Arc::new(Metrics::new(
-            &config
-                .accounts
-                .iter()
-                .map(|a| a.name.clone())
-                .collect::<Vec<_>>(),
-        ));
         let upstream = UpstreamClient::new(&config.upstream, &config.base_dir, metrics.clone())
-            .map_err(|e| issues.push(crate::config::ConfigIssue::new("upstream.ca_file", e)))
+            .map_err(|e| issues.push(crate::config::ConfigIssue::new("upstream", e)))
             .ok();
         let (Some(verifier), Some(accounts), Some(upstream)) = (verifier, accounts, upstream)
         else {
@@ -101,6 +109,7 @@ impl Gateway {
             clock,
             body_read_timeout: Duration::from_millis(config.server.body_read_timeout_ms),
             ready: AtomicBool::new(false),
+            max_request_line_bytes: config.server.max_request_line_bytes,
         })
     }
 
@@ -110,4 +119,8 @@ impl Gateway {
             .copied()
             .unwrap_or(self.default_quota)
     }
+}
+
+fn account_names(config: &Config) -> Vec<String> {
+    config.accounts.iter().map(|a| a.name.clone()).collect()
 }

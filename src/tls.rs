@@ -201,6 +201,18 @@ fn load(files: &TlsFiles) -> Result<Loaded, Vec<ConfigIssue>> {
     })
 }
 
+/// Reads a PEM certificate chain (leaf first); an empty file is an error.
+pub fn read_cert_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    read_certs(path)
+}
+
+/// Reads a PEM private key (PKCS#8, PKCS#1 or SEC1).
+pub fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    PrivateKeyDer::from_pem_slice(&bytes)
+        .map_err(|e| format!("{}: no private key in PEM form: {e}", path.display()))
+}
+
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?

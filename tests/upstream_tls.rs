@@ -1,5 +1,6 @@
 //! The upstream client over real TLS: a simulator behind a TLS front with a certificate from a
-//! test CA. The gateway trusts it only through `upstream.ca_file`, and verifies the host name.
+//! test CA. The gateway trusts it only through `upstream.ca_file`, and verifies the host name;
+//! a front that demands client certificates gets the one `upstream.client_cert_file` names.
 
 mod common;
 
@@ -19,6 +20,16 @@ struct TlsFront {
 
 /// Serves TLS for `names` with a fresh CA and forwards the plaintext to `backend`.
 async fn tls_front(backend: SocketAddr, names: &[&str], tag: &str) -> TlsFront {
+    tls_front_with_client_auth(backend, names, tag, None).await
+}
+
+/// Like [`tls_front`]; with `client_ca`, only clients with a certificate it signed get through.
+async fn tls_front_with_client_auth(
+    backend: SocketAddr,
+    names: &[&str],
+    tag: &str,
+    client_ca: Option<&CertifiedIssuer<'static, KeyPair>>,
+) -> TlsFront {
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
@@ -30,17 +41,30 @@ async fn tls_front(backend: SocketAddr, names: &[&str], tag: &str) -> TlsFront {
     let ca_file = std::env::temp_dir().join(format!("bmsgw-ca-{}-{tag}.pem", std::process::id()));
     std::fs::write(&ca_file, ca.pem()).unwrap();
 
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(
-        vec![leaf.der().clone()],
-        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der())),
-    )
-    .unwrap();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap();
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(ca.der().clone()).unwrap();
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .unwrap();
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let config = builder
+        .with_single_cert(
+            vec![leaf.der().clone()],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der())),
+        )
+        .unwrap();
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -107,5 +131,74 @@ async fn an_untrusted_certificate_or_wrong_host_name_is_refused() {
         sim.stats().requests_total,
         0,
         "nothing reached the cloud over an unverified channel"
+    );
+}
+
+#[tokio::test]
+async fn a_client_certificate_is_presented_to_an_endpoint_that_demands_one() {
+    let sim = start_simulator(TEST_AK, TEST_SK).await;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let client_ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let client_key = KeyPair::generate().unwrap();
+    let mut client_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    client_params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let client_cert = client_params.signed_by(&client_key, &client_ca).unwrap();
+    let dir = std::env::temp_dir();
+    let cert_file = dir.join(format!("bmsgw-upstream-client-{}.pem", std::process::id()));
+    let key_file = dir.join(format!(
+        "bmsgw-upstream-client-{}-key.pem",
+        std::process::id()
+    ));
+    std::fs::write(&cert_file, client_cert.pem()).unwrap();
+    std::fs::write(&key_file, client_key.serialize_pem()).unwrap();
+
+    let front =
+        tls_front_with_client_auth(sim.addr(), &["localhost"], "mtls", Some(&client_ca)).await;
+    let endpoint = format!("https://localhost:{}", front.addr.port());
+    // Without the certificate the front refuses the handshake.
+    let h = Harness::start(TestConfig {
+        endpoint: endpoint.clone(),
+        upstream_ca_file: Some(front.ca_file.clone()),
+        ..TestConfig::default()
+    })
+    .await;
+    h.console("alice", LINUX)
+        .await
+        .assert_error(502, "BMSGW.0301");
+    assert_eq!(sim.stats().requests_total, 0);
+
+    let h = Harness::start(TestConfig {
+        endpoint,
+        upstream_ca_file: Some(front.ca_file.clone()),
+        extra_upstream: format!(
+            "client_cert_file = {:?}\nclient_key_file = {:?}",
+            cert_file.display().to_string(),
+            key_file.display().to_string()
+        ),
+        ..TestConfig::default()
+    })
+    .await;
+    let reply = h.console("alice", LINUX).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(sim.stats().remote_console_ok, 1);
+}
+
+#[tokio::test]
+async fn a_client_certificate_without_its_key_is_a_config_error() {
+    let config = TestConfig {
+        extra_upstream: "client_cert_file = \"client.pem\"".into(),
+        ..TestConfig::default()
+    };
+    let error = bms_console_gateway::config::Config::from_toml_str(
+        &config.render(),
+        &data_dir(),
+        "test.toml",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        error.contains("test.toml: upstream: client_cert_file and client_key_file go together"),
+        "{error}"
     );
 }

@@ -3,7 +3,8 @@
 //! The policy is a list of allow rules from config. A rule applies to a caller when every
 //! condition it names holds (subject in its list, each named claim holding one of the listed
 //! values), and then grants its projects, optionally narrowed to servers. The first rule that
-//! applies and grants the target wins; when none does, the answer is deny.
+//! applies and grants the target wins; when none does, the answer is deny. A rule may also
+//! require a verified TLS client certificate (mutual TLS) with one of the listed subjects.
 
 use std::sync::Arc;
 
@@ -58,6 +59,8 @@ struct Rule {
     projects: Matcher,
     servers: Matcher,
     tier: Option<Arc<str>>,
+    /// Client-certificate subjects, compared exactly; `None` means no certificate is needed.
+    client_certs: Option<Vec<String>>,
 }
 
 /// The compiled policy.
@@ -86,6 +89,7 @@ impl Policy {
                 projects: Matcher::from_list(&r.projects),
                 servers: Matcher::from_list(&r.servers),
                 tier: r.rate_limit_tier.as_deref().map(Arc::from),
+                client_certs: (!r.client_certs.is_empty()).then(|| r.client_certs.clone()),
             })
             .collect();
         Policy { rules }
@@ -93,8 +97,20 @@ impl Policy {
 
     /// Decides for one caller and target. Default deny.
     pub fn decide(&self, caller: &Caller, target: &ConsoleTarget) -> Decision {
+        self.decide_with_client_cert(caller, None, target)
+    }
+
+    /// Decides for one caller, the subject of the connection's verified client certificate
+    /// (mutual TLS; `None` without one) and a target. Default deny.
+    pub fn decide_with_client_cert(
+        &self,
+        caller: &Caller,
+        client_cert: Option<&str>,
+        target: &ConsoleTarget,
+    ) -> Decision {
         for rule in &self.rules {
             if rule.applies_to(caller)
+                && rule.admits_client_cert(client_cert)
                 && rule.projects.matches_ci(target.project.as_str())
                 && rule.servers.matches_ci(target.server.as_str())
             {
@@ -109,6 +125,14 @@ impl Policy {
 }
 
 impl Rule {
+    fn admits_client_cert(&self, client_cert: Option<&str>) -> bool {
+        match (&self.client_certs, client_cert) {
+            (None, _) => true,
+            (Some(accepted), Some(subject)) => accepted.iter().any(|a| a == subject),
+            (Some(_), None) => false,
+        }
+    }
+
     fn applies_to(&self, caller: &Caller) -> bool {
         if let Some(subjects) = &self.subjects {
             if !subjects.iter().any(|s| s == &caller.subject) {
@@ -175,6 +199,7 @@ mod tests {
             projects: vec![P.into()],
             servers: servers.iter().map(|s| s.to_string()).collect(),
             rate_limit_tier: None,
+            client_certs: Vec::new(),
         }
     }
 
@@ -203,6 +228,25 @@ mod tests {
             policy.decide(&caller("mallory", json!({"groups": "opsx"})), &target(S)),
             Decision::Deny
         );
+    }
+
+    #[test]
+    fn a_client_cert_rule_needs_that_verified_certificate() {
+        let mut ops_bot = rule("ops-bot", &["*"], &[], &[]);
+        ops_bot.client_certs = vec!["CN=ops-bot, O=Example".into()];
+        let policy = Policy::from_config(&PolicyConfig {
+            rules: vec![ops_bot],
+        });
+        let alice = caller("alice", json!({}));
+        assert!(matches!(
+            policy.decide_with_client_cert(&alice, Some("CN=ops-bot, O=Example"), &target(S)),
+            Decision::Allow { rule, .. } if &*rule == "ops-bot"
+        ));
+        assert_eq!(
+            policy.decide_with_client_cert(&alice, Some("CN=other, O=Example"), &target(S)),
+            Decision::Deny
+        );
+        assert_eq!(policy.decide(&alice, &target(S)), Decision::Deny);
     }
 
     #[test]

@@ -36,6 +36,9 @@ pub struct Metrics {
     pub connections_rejected: IntCounter,
     pub tls_certificate_expiry: IntGauge,
     pub tls_reloads: IntCounterVec,
+    pub tls_handshake_failures: IntCounter,
+    pub config_reloads: IntCounterVec,
+    pub config_last_reload_success: IntGauge,
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -190,6 +193,25 @@ impl Metrics {
         for result in ["success", "failure"] {
             tls_reloads.with_label_values(&[result]);
         }
+        let tls_handshake_failures = counter(
+            &registry,
+            "bmsgw_tls_handshake_failures_total",
+            "TLS handshakes on the public listener that failed or timed out (untrusted or expired client certificates among them).",
+        );
+        let config_reloads = counter_vec(
+            &registry,
+            "bmsgw_config_reloads_total",
+            "Config reloads (SIGHUP or POST /-/reload) by result: success, or failure (the old config keeps running).",
+            &["result"],
+        );
+        for result in ["success", "failure"] {
+            config_reloads.with_label_values(&[result]);
+        }
+        let config_last_reload_success = gauge(
+            &registry,
+            "bmsgw_config_last_reload_success_timestamp_seconds",
+            "Unix time of the last successful config load (start-up or reload).",
+        );
 
         for reason in AuthFailure::ALL {
             auth_failures.with_label_values(&[reason.label()]);
@@ -197,24 +219,9 @@ impl Metrics {
         for outcome in ["hit", "miss", "coalesced"] {
             cache_requests.with_label_values(&[outcome]);
         }
-        for account in accounts {
-            upstream_duration.with_label_values(&[account]);
-            for class in ["2xx", "4xx", "5xx"] {
-                upstream_requests.with_label_values(&[account, class]);
-            }
-            for kind in [
-                "connect",
-                "timeout",
-                "bad_response",
-                "credentials_rejected",
-                "throttled",
-            ] {
-                upstream_errors.with_label_values(&[account, kind]);
-            }
-        }
         http_duration.with_label_values(&["remote_console"]);
 
-        Metrics {
+        let metrics = Metrics {
             registry,
             http_requests,
             http_duration,
@@ -233,6 +240,31 @@ impl Metrics {
             connections_rejected,
             tls_certificate_expiry,
             tls_reloads,
+            tls_handshake_failures,
+            config_reloads,
+            config_last_reload_success,
+        };
+        metrics.add_accounts(accounts);
+        metrics
+    }
+
+    /// Creates the per-account series (at zero) for these accounts, so they show from the
+    /// first scrape; a reload that adds an account calls this again.
+    pub fn add_accounts(&self, accounts: &[String]) {
+        for account in accounts {
+            self.upstream_duration.with_label_values(&[account]);
+            for class in ["2xx", "4xx", "5xx"] {
+                self.upstream_requests.with_label_values(&[account, class]);
+            }
+            for kind in [
+                "connect",
+                "timeout",
+                "bad_response",
+                "credentials_rejected",
+                "throttled",
+            ] {
+                self.upstream_errors.with_label_values(&[account, kind]);
+            }
         }
     }
 

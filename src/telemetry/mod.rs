@@ -1,7 +1,8 @@
 //! What the gateway tells its operators: Prometheus metrics (`metrics`) and structured logs
-//! (`logging`).
+//! (`logging`), joined to callers' traces through `trace_context`.
 
 pub mod logging;
 pub mod metrics;
+pub mod trace_context;
 
 pub use metrics::Metrics;

@@ -1,7 +1,7 @@
 //! The HTTP client that asks the cloud for a console URL.
 //!
-//! One pooled hyper client over rustls (public web PKI roots plus an optional CA file) serves
-//! every account. Each call builds the exact request the official SDKs send, signs exactly the
+//! One pooled hyper client over rustls (public web PKI roots plus an optional CA file, and an
+//! optional client certificate for endpoints that demand mutual TLS) serves every account. Each call builds the exact request the official SDKs send, signs exactly the
 //! headers it sends (`content-type;host;x-project-id;x-sdk-date`) over exactly the body bytes it
 //! sends, and runs under one overall deadline. Nothing from the caller's request is forwarded:
 //! the request is built from the validated path parameters alone.
@@ -51,11 +51,24 @@ impl UpstreamClient {
             add_ca_file(&mut roots, &base_dir.join(ca_file))?;
         }
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| format!("TLS setup failed: {e}"))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+            .with_root_certificates(roots);
+        // Host-name verification is rustls's default and has no switch here: the only way to
+        // reach a server is through a certificate that names it.
+        let tls = match (&config.client_cert_file, &config.client_key_file) {
+            (Some(cert), Some(key)) => {
+                let chain = crate::tls::read_cert_chain(&base_dir.join(cert))
+                    .map_err(|e| format!("client_cert_file: {e}"))?;
+                let key = crate::tls::read_private_key(&base_dir.join(key))
+                    .map_err(|e| format!("client_key_file: {e}"))?;
+                builder.with_client_auth_cert(chain, key).map_err(|e| {
+                    format!("client_cert_file and client_key_file do not form a usable pair: {e}")
+                })?
+            }
+            _ => builder.with_no_client_auth(),
+        };
 
         let mut http = HttpConnector::new();
         http.enforce_http(false);

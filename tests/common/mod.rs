@@ -51,6 +51,10 @@ pub struct TestConfig {
     pub policy: String,
     /// Extra CA file for the upstream client (absolute path).
     pub upstream_ca_file: Option<PathBuf>,
+    /// TOML lines added at the end of `[server]` (may open `[server.tls]`).
+    pub extra_server: String,
+    /// TOML lines added to `[upstream]`.
+    pub extra_upstream: String,
 }
 
 impl Default for TestConfig {
@@ -72,6 +76,8 @@ projects = ["{PROJECT}"]
 "#
             ),
             upstream_ca_file: None,
+            extra_server: String::new(),
+            extra_upstream: String::new(),
         }
     }
 }
@@ -85,6 +91,7 @@ listen = "127.0.0.1:0"
 admin_listen = "127.0.0.1:0"
 header_read_timeout_ms = 2000
 body_read_timeout_ms = 1000
+{extra_server}
 
 [[auth.issuers]]
 name = "test"
@@ -111,6 +118,7 @@ scope = "{scope}"
 timeout_ms = {timeout}
 connect_timeout_ms = 1000
 {ca_file}
+{extra_upstream}
 
 [[accounts]]
 name = "test-account"
@@ -129,6 +137,8 @@ secret_key = "file:test-secret-key"
             timeout = self.upstream_timeout_ms,
             endpoint = self.endpoint,
             policy = self.policy,
+            extra_server = self.extra_server,
+            extra_upstream = self.extra_upstream,
             ca_file = self
                 .upstream_ca_file
                 .as_ref()
@@ -379,4 +389,84 @@ pub fn metric(scrape: &str, series: &str) -> f64 {
         .trim()
         .parse()
         .unwrap()
+}
+
+/// Log lines (JSON, one per line) written while a [`LogCapture`] is installed on this thread.
+/// Use it in a `current_thread` test (the `#[tokio::test]` default), where the gateway's tasks
+/// run on the test's thread too.
+pub struct LogCapture {
+    buffer: Arc<std::sync::Mutex<Vec<u8>>>,
+    _guard: tracing::subscriber::DefaultGuard,
+}
+
+#[derive(Clone)]
+struct BufferWriter(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for BufferWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl LogCapture {
+    pub fn start() -> LogCapture {
+        let buffer = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let writer = BufferWriter(buffer.clone());
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_writer(move || writer.clone())
+            .with_max_level(tracing::Level::INFO)
+            .finish();
+        LogCapture {
+            buffer,
+            _guard: tracing::subscriber::set_default(subscriber),
+        }
+    }
+
+    /// Every JSON event so far.
+    pub fn events(&self) -> Vec<Value> {
+        String::from_utf8_lossy(&self.buffer.lock().unwrap())
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// The access-log events so far.
+    pub fn access(&self) -> Vec<Value> {
+        self.events()
+            .into_iter()
+            .filter(|e| e["target"] == "access")
+            .collect()
+    }
+}
+
+/// Waits (polling the admin scrape) until `series` reaches at least `value`.
+pub async fn wait_for_metric(admin_url: &str, series: &str, value: f64) {
+    let c = client();
+    for _ in 0..600 {
+        let reply = send(
+            &c,
+            Method::GET,
+            &format!("{admin_url}/metrics"),
+            &[],
+            String::new(),
+        )
+        .await;
+        let text = reply.text();
+        let current = text.lines().find_map(|line| {
+            line.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+        });
+        if current.is_some_and(|v| v >= value) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{series} never reached {value}");
 }

@@ -1,0 +1,256 @@
+//! Signals to the real binary: `SIGTERM` during load (readiness turns false, every in-flight
+//! request finishes, the listener closes, exit status 0) and `SIGHUP` (the config file is read
+//! again; a broken one is refused and the old config keeps serving).
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::*;
+use http::Method;
+use jsonwebtoken::Algorithm;
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_bms-console-gateway");
+
+/// The gateway binary, with its JSON log lines on a channel; killed if dropped while running.
+struct Gateway {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+    public: String,
+    admin: String,
+}
+
+impl Gateway {
+    fn spawn(config: &Path) -> Gateway {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--config", config.to_str().unwrap()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("binary starts");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut gateway = Gateway {
+            child,
+            lines,
+            seen: Vec::new(),
+            public: String::new(),
+            admin: String::new(),
+        };
+        let listening = gateway.wait_for("bms-console-gateway listening");
+        gateway.public = format!("http://{}", listening["public"].as_str().unwrap());
+        gateway.admin = format!("http://{}", listening["admin"].as_str().unwrap());
+        gateway
+    }
+
+    /// Waits for a log line whose `message` is `message`.
+    fn wait_for(&mut self, message: &str) -> Value {
+        tokio::task::block_in_place(|| loop {
+            let line = self
+                .lines
+                .recv_timeout(Duration::from_secs(30))
+                .unwrap_or_else(|_| {
+                    panic!("no log line {message:?}; saw:\n{}", self.seen.join("\n"))
+                });
+            self.seen.push(line.clone());
+            if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                if v["message"] == message {
+                    return v;
+                }
+            }
+        })
+    }
+
+    fn signal(&self, name: &str) {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill")
+            .args([&format!("-{name}"), &pid])
+            .status()
+            .unwrap()
+            .success());
+    }
+
+    fn wait_exit(&mut self) -> std::process::ExitStatus {
+        tokio::task::block_in_place(|| {
+            for _ in 0..600 {
+                if let Some(status) = self.child.try_wait().unwrap() {
+                    return status;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            panic!("the gateway did not exit");
+        })
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn write_config(tag: &str, config: &TestConfig) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("bmsgw-signals-{}-{tag}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("gateway.toml");
+    let data = data_dir().display().to_string();
+    let text = config
+        .render()
+        .replace("file = \"keys/", &format!("file = \"{data}/keys/"))
+        .replace("\"file:test-", &format!("\"file:{data}/test-"));
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, &path).unwrap();
+    path
+}
+
+fn token(sub: &str) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    mint(Algorithm::ES256, &claims(sub, now))
+}
+
+async fn console(public: &str, sub: &str) -> Reply {
+    send(
+        &client(),
+        Method::POST,
+        &format!("{public}{}", console_path(PROJECT, LINUX)),
+        &[
+            ("content-type", "application/json"),
+            ("authorization", &format!("Bearer {}", token(sub))),
+        ],
+        BODY.to_string(),
+    )
+    .await
+}
+
+async fn get(url: &str) -> Reply {
+    send(&client(), Method::GET, url, &[], String::new()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_load_lets_every_in_flight_request_finish_and_exits_0() {
+    let sim = start_simulator(TEST_AK, TEST_SK).await;
+    // Every request goes upstream and takes a second there.
+    sim.faults().set_latency(Duration::from_millis(1000));
+    let config = write_config(
+        "term",
+        &TestConfig {
+            endpoint: sim.endpoint(),
+            cache_ttl_seconds: 0,
+            extra_server: "shutdown_delay_ms = 200\ndrain_timeout_seconds = 20".into(),
+            ..TestConfig::default()
+        },
+    );
+    let mut gateway = Gateway::spawn(&config);
+    assert_eq!(get(&format!("{}/readyz", gateway.admin)).await.status, 200);
+
+    let in_flight: Vec<_> = (0..12)
+        .map(|i| {
+            let public = gateway.public.clone();
+            tokio::spawn(async move { console(&public, &format!("user-{i}")).await })
+        })
+        .collect();
+    wait_for_metric(&gateway.admin, "bmsgw_http_requests_in_flight", 12.0).await;
+
+    gateway.signal("TERM");
+    // Readiness turns false while the admin listener still answers.
+    for _ in 0..600 {
+        if get(&format!("{}/readyz", gateway.admin)).await.status == 503 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(get(&format!("{}/readyz", gateway.admin)).await.status, 503);
+
+    for request in in_flight {
+        let reply = request.await.unwrap();
+        assert_eq!(
+            reply.status,
+            200,
+            "an in-flight request failed: {}",
+            reply.text()
+        );
+    }
+    let status = gateway.wait_exit();
+    assert!(status.success(), "exit status {status:?}");
+    // The twelve concurrent misses for one server shared one upstream call, still in flight
+    // when the signal came.
+    assert_eq!(sim.stats().remote_console_ok, 1);
+    // After the drain the listener is gone.
+    let public_addr = gateway.public.trim_start_matches("http://").to_string();
+    assert!(tokio::net::TcpStream::connect(public_addr).await.is_err());
+    gateway.wait_for("stopped");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_config_file_and_a_broken_one_keeps_the_old() {
+    let sim = start_simulator(TEST_AK, TEST_SK).await;
+    let alice_only = format!(
+        "[[policy.rules]]\nname = \"alice\"\nsubjects = [\"alice\"]\nprojects = [\"{PROJECT}\"]\n"
+    );
+    let mut config = TestConfig {
+        endpoint: sim.endpoint(),
+        policy: alice_only.clone(),
+        ..TestConfig::default()
+    };
+    let path = write_config("hup", &config);
+    let mut gateway = Gateway::spawn(&path);
+    assert_eq!(console(&gateway.public, "bob").await.status, 403);
+    // `probe` (the container HEALTHCHECK) sees the admin listener.
+    let readyz = format!("{}/readyz", gateway.admin);
+    assert!(probe(&readyz).success());
+
+    config.policy = format!("{alice_only}[[policy.rules]]\nname = \"bob\"\nsubjects = [\"bob\"]\nprojects = [\"{PROJECT}\"]\n");
+    write_config("hup", &config);
+    gateway.signal("HUP");
+    gateway.wait_for("config reloaded");
+    assert_eq!(console(&gateway.public, "bob").await.status, 200);
+
+    std::fs::write(&path, "[server]\nlisten = 12\n").unwrap();
+    gateway.signal("HUP");
+    let rejected = gateway.wait_for("config reload rejected; the previous config keeps running");
+    assert!(
+        rejected["problems"]
+            .as_str()
+            .unwrap()
+            .contains("server.listen"),
+        "{rejected}"
+    );
+    assert_eq!(console(&gateway.public, "bob").await.status, 200);
+    let scrape = get(&format!("{}/metrics", gateway.admin)).await.text();
+    assert_eq!(
+        metric(&scrape, r#"bmsgw_config_reloads_total{result="failure"}"#),
+        1.0
+    );
+
+    gateway.signal("TERM");
+    assert!(gateway.wait_exit().success());
+    assert!(!probe(&readyz).success());
+}
+
+fn probe(url: &str) -> std::process::ExitStatus {
+    tokio::task::block_in_place(|| {
+        Command::new(BIN)
+            .args(["probe", "--url", url])
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+    })
+}
