@@ -123,6 +123,8 @@ pub enum GatewayError {
     NotReady,
     #[error("internal error")]
     Internal,
+    #[error("shared store unavailable")]
+    SharedStoreUnavailable,
 }
 
 impl GatewayError {
@@ -150,6 +152,7 @@ impl GatewayError {
             GatewayError::Upstream(e) => e.status,
             GatewayError::NotReady => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            GatewayError::SharedStoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -178,6 +181,7 @@ impl GatewayError {
             GatewayError::Upstream(e) => &e.code,
             GatewayError::NotReady => "BMSGW.0501",
             GatewayError::Internal => "BMSGW.0500",
+            GatewayError::SharedStoreUnavailable => "BMSGW.0601",
         }
     }
 
@@ -229,6 +233,9 @@ impl GatewayError {
             GatewayError::Upstream(e) => e.message.clone(),
             GatewayError::NotReady => "The gateway is not ready".into(),
             GatewayError::Internal => "Internal error".into(),
+            GatewayError::SharedStoreUnavailable => {
+                "The shared rate-limit and cache store is unavailable; retry shortly".into()
+            }
         }
     }
 

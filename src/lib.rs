@@ -17,6 +17,7 @@ pub mod pipeline;
 pub mod ratelimit;
 pub mod secret;
 pub mod server;
+pub mod shared;
 pub mod sim;
 pub mod state;
 pub mod telemetry;

@@ -103,6 +103,9 @@ pub async fn start_with_clock(
     };
     let endpoint = simulator.as_ref().map(|s| s.endpoint());
     let state = Arc::new(Gateway::build(&config, clock, endpoint.as_deref())?);
+    if let Some(redis) = &state.redis {
+        redis.warm_up().await;
+    }
 
     let (stop, stopped) = watch::channel(false);
     let public = bind(config.server.listen).await?;

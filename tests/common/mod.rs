@@ -2,6 +2,8 @@
 //! and speaks HTTP to them.
 #![allow(dead_code)]
 
+pub mod redis_server;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,6 +53,10 @@ pub struct TestConfig {
     pub policy: String,
     /// Extra CA file for the upstream client (absolute path).
     pub upstream_ca_file: Option<PathBuf>,
+    /// Lines added to `[cache]`, e.g. `backend = "redis"`.
+    pub extra_cache: String,
+    /// Whole sections appended at the end, e.g. `[redis]`.
+    pub extra_sections: String,
 }
 
 impl Default for TestConfig {
@@ -72,6 +78,8 @@ projects = ["{PROJECT}"]
 "#
             ),
             upstream_ca_file: None,
+            extra_cache: String::new(),
+            extra_sections: String::new(),
         }
     }
 }
@@ -106,6 +114,7 @@ burst = {burst}
 [cache]
 ttl_seconds = {ttl}
 scope = "{scope}"
+{extra_cache}
 
 [upstream]
 timeout_ms = {timeout}
@@ -120,6 +129,8 @@ access_key = "file:test-access-key"
 secret_key = "file:test-secret-key"
 
 {policy}
+
+{extra_sections}
 "#,
             rate = self.rate_per_second,
             burst = self.burst,
@@ -129,6 +140,8 @@ secret_key = "file:test-secret-key"
             timeout = self.upstream_timeout_ms,
             endpoint = self.endpoint,
             policy = self.policy,
+            extra_cache = self.extra_cache,
+            extra_sections = self.extra_sections,
             ca_file = self
                 .upstream_ca_file
                 .as_ref()
