@@ -149,21 +149,25 @@ impl SharedBackends {
                 cache_tier: None,
             });
         };
+        // Both are checked, so one run of check-config reports every missing secret.
         let sealer = match (cache_in_redis, &config.cache.encryption_key) {
-            (true, Some(reference)) => Some(
-                SecretRef::parse(reference)
-                    .and_then(|r| r.resolve(&config.base_dir))
-                    .and_then(|material| Sealer::new(&material))
-                    .map_err(|e| vec![ConfigIssue::new("cache.encryption_key", e)])?,
-            ),
-            _ => None,
+            (true, Some(reference)) => SecretRef::parse(reference)
+                .and_then(|r| r.resolve(&config.base_dir))
+                .and_then(|material| Sealer::new(&material))
+                .map(Some)
+                .map_err(|e| vec![ConfigIssue::new("cache.encryption_key", e)]),
+            _ => Ok(None),
         };
-        let store = Arc::new(RedisStore::from_config(
-            redis,
-            &config.base_dir,
-            metrics.clone(),
-            clock.clone(),
-        )?);
+        let store =
+            RedisStore::from_config(redis, &config.base_dir, metrics.clone(), clock.clone());
+        let (sealer, store) = match (sealer, store) {
+            (Ok(sealer), Ok(store)) => (sealer, Arc::new(store)),
+            (sealer, store) => {
+                let mut issues = sealer.err().unwrap_or_default();
+                issues.extend(store.err().unwrap_or_default());
+                return Err(issues);
+            }
+        };
         Ok(SharedBackends {
             limiter: limit_in_redis.then(|| RedisLimiter::new(store.clone())),
             cache_tier: sealer.map(|sealer| {
