@@ -13,6 +13,11 @@
 //!   caller that disconnects does not cancel it for the others, and the task stores the URL
 //!   before it leaves the in-flight table (under the table's lock), so a request arriving in
 //!   between sees one or the other, never neither.
+//!
+//! With `cache.backend = "redis"` a [`SharedCacheTier`] sits behind the local entries: the
+//! in-flight task asks it before calling the cloud, so replicas share URLs and coalesce their
+//! misses too (see `crate::shared::cache_tier`). A URL from Redis is kept locally exactly as
+//! long as Redis keeps it.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -25,6 +30,7 @@ use moka::sync::Cache;
 use crate::bms::ConsoleUrl;
 use crate::clock::SharedClock;
 use crate::error::GatewayError;
+use crate::shared::cache_tier::{Served, SharedCacheTier, Source};
 
 /// What a cached URL is keyed by. `user` is set only with `scope = "per-user"`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -47,7 +53,9 @@ pub struct Fetched {
 #[derive(Clone)]
 struct Entry {
     fetched: Arc<Fetched>,
-    fetched_at_nanos: u64,
+    /// On the injected clock: the cloud's answer time plus the TTL, or, for a URL from
+    /// Redis, the time Redis drops it.
+    expires_at_nanos: u64,
 }
 
 /// How a request was served, for the `X-Cache` header and metrics.
@@ -57,15 +65,17 @@ pub enum CacheOutcome {
     Hit,
     /// This request made the upstream call.
     Miss,
-    /// This request waited for another request's upstream call.
+    /// This request waited for another request's upstream call (here or on another replica).
     Coalesced,
+    /// Served from the shared Redis tier.
+    SharedHit,
 }
 
 impl CacheOutcome {
     /// `X-Cache` value: a coalesced wait got a fresh URL from the cloud, so it is a miss.
     pub fn header_value(self) -> &'static str {
         match self {
-            CacheOutcome::Hit => "hit",
+            CacheOutcome::Hit | CacheOutcome::SharedHit => "hit",
             CacheOutcome::Miss | CacheOutcome::Coalesced => "miss",
         }
     }
@@ -75,12 +85,22 @@ impl CacheOutcome {
             CacheOutcome::Hit => "hit",
             CacheOutcome::Miss => "miss",
             CacheOutcome::Coalesced => "coalesced",
+            CacheOutcome::SharedHit => "shared_hit",
+        }
+    }
+
+    /// How a request that started (`leader`) or joined the in-flight task saw its source.
+    fn of(source: Source, leader: bool) -> CacheOutcome {
+        match (source, leader) {
+            (Source::Shared, _) => CacheOutcome::SharedHit,
+            (Source::Upstream, true) => CacheOutcome::Miss,
+            (Source::Upstream, false) | (Source::OtherReplica, _) => CacheOutcome::Coalesced,
         }
     }
 }
 
 type FetchResult = Result<Arc<Fetched>, GatewayError>;
-type SharedFetch = Shared<BoxFuture<'static, FetchResult>>;
+type SharedFetch = Shared<BoxFuture<'static, Result<(Arc<Fetched>, Source), GatewayError>>>;
 
 struct Inner {
     /// `None` when the cache is off (TTL 0): requests still coalesce, nothing is kept.
@@ -88,6 +108,7 @@ struct Inner {
     ttl_nanos: u64,
     in_flight: Mutex<HashMap<CacheKey, SharedFetch>>,
     clock: SharedClock,
+    shared_tier: Option<Arc<SharedCacheTier>>,
 }
 
 /// The cache. Cloning shares it.
@@ -98,6 +119,16 @@ pub struct ConsoleCache {
 
 impl ConsoleCache {
     pub fn new(ttl: Duration, max_entries: u64, clock: SharedClock) -> ConsoleCache {
+        ConsoleCache::with_shared_tier(ttl, max_entries, clock, None)
+    }
+
+    /// A cache with (optionally) the Redis tier behind the local entries.
+    pub fn with_shared_tier(
+        ttl: Duration,
+        max_entries: u64,
+        clock: SharedClock,
+        shared_tier: Option<Arc<SharedCacheTier>>,
+    ) -> ConsoleCache {
         let entries = (!ttl.is_zero()).then(|| {
             Cache::builder()
                 .max_capacity(max_entries)
@@ -110,6 +141,7 @@ impl ConsoleCache {
                 ttl_nanos: ttl.as_nanos() as u64,
                 in_flight: Mutex::new(HashMap::new()),
                 clock,
+                shared_tier,
             }),
         }
     }
@@ -132,14 +164,14 @@ impl ConsoleCache {
                 return (Ok(hit), CacheOutcome::Hit);
             }
         }
-        let (shared, outcome) = {
+        let (shared, leader) = {
             let mut in_flight = self
                 .inner
                 .in_flight
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
             if let Some(existing) = in_flight.get(&key) {
-                (existing.clone(), CacheOutcome::Coalesced)
+                (existing.clone(), false)
             } else {
                 // Checked again under the lock: a fetch that finished since the first look has
                 // stored its URL before leaving the table.
@@ -148,33 +180,52 @@ impl ConsoleCache {
                         return (Ok(hit), CacheOutcome::Hit);
                     }
                 }
-                let shared = self.spawn_fetch(key.clone(), fetch());
+                let shared = self.spawn_fetch(key.clone(), force_refresh, fetch());
                 in_flight.insert(key, shared.clone());
-                (shared, CacheOutcome::Miss)
+                (shared, true)
             }
         };
-        (shared.await, outcome)
+        match shared.await {
+            Ok((fetched, source)) => (Ok(fetched), CacheOutcome::of(source, leader)),
+            Err(e) => {
+                let outcome = if leader {
+                    CacheOutcome::Miss
+                } else {
+                    CacheOutcome::Coalesced
+                };
+                (Err(e), outcome)
+            }
+        }
     }
 
-    fn spawn_fetch<Fut>(&self, key: CacheKey, fetch: Fut) -> SharedFetch
+    fn spawn_fetch<Fut>(&self, key: CacheKey, force_refresh: bool, fetch: Fut) -> SharedFetch
     where
         Fut: Future<Output = Result<Fetched, GatewayError>> + Send + 'static,
     {
         let inner = self.inner.clone();
         let task = tokio::spawn(async move {
-            let result = fetch.await.map(Arc::new);
+            let served = match &inner.shared_tier {
+                Some(tier) => tier.get_or_fetch(&key, force_refresh, fetch).await,
+                None => fetch.await.map(|fetched| Served {
+                    fetched,
+                    source: Source::Upstream,
+                    lifetime: Duration::from_nanos(inner.ttl_nanos),
+                }),
+            };
+            let result = served.map(|s| (Arc::new(s.fetched), s.source, s.lifetime));
             let mut in_flight = inner.in_flight.lock().unwrap_or_else(|e| e.into_inner());
-            if let (Ok(fetched), Some(entries)) = (&result, &inner.entries) {
+            if let (Ok((fetched, _, lifetime)), Some(entries)) = (&result, &inner.entries) {
+                let lifetime = (lifetime.as_nanos() as u64).min(inner.ttl_nanos);
                 entries.insert(
                     key.clone(),
                     Entry {
                         fetched: fetched.clone(),
-                        fetched_at_nanos: inner.clock.monotonic_nanos(),
+                        expires_at_nanos: inner.clock.monotonic_nanos().saturating_add(lifetime),
                     },
                 );
             }
             in_flight.remove(&key);
-            result
+            result.map(|(fetched, source, _)| (fetched, source))
         });
         task.map(|joined| joined.unwrap_or(Err(GatewayError::Internal)))
             .boxed()
@@ -184,12 +235,7 @@ impl ConsoleCache {
     fn fresh(&self, key: &CacheKey) -> Option<Arc<Fetched>> {
         let entries = self.inner.entries.as_ref()?;
         let entry = entries.get(key)?;
-        let age = self
-            .inner
-            .clock
-            .monotonic_nanos()
-            .saturating_sub(entry.fetched_at_nanos);
-        (age < self.inner.ttl_nanos).then_some(entry.fetched)
+        (self.inner.clock.monotonic_nanos() < entry.expires_at_nanos).then_some(entry.fetched)
     }
 
     /// URLs currently held (approximate).

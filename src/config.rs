@@ -88,6 +88,10 @@ pub struct Config {
     /// The file this config was read from (reload reads it again); `None` for text.
     #[serde(skip)]
     pub path: Option<PathBuf>,
+    /// The Redis that replicas share rate limits and console URLs through (see
+    /// `rate_limit.backend` and `cache.backend`).
+    #[serde(default)]
+    pub redis: Option<RedisConfig>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -228,6 +232,8 @@ pub struct RateLimitConfig {
     pub tiers: BTreeMap<String, RateTier>,
     /// Most users whose limiter state is kept at once (idle users are dropped long before).
     pub max_tracked_users: u64,
+    /// Where the decision is made: in this process, or in Redis for every replica at once.
+    pub backend: Backend,
 }
 
 impl Default for RateLimitConfig {
@@ -237,6 +243,7 @@ impl Default for RateLimitConfig {
             burst: 50,
             tiers: BTreeMap::new(),
             max_tracked_users: 1_000_000,
+            backend: Backend::Local,
         }
     }
 }
@@ -265,6 +272,10 @@ pub struct CacheConfig {
     /// Most URLs held at once.
     pub max_entries: u64,
     pub scope: CacheScope,
+    /// `local`: this process only; `redis`: a shared tier behind the local one.
+    pub backend: Backend,
+    /// Secret reference (`env:`/`file:`) to the key material that encrypts URLs in Redis.
+    pub encryption_key: Option<String>,
 }
 
 impl Default for CacheConfig {
@@ -273,8 +284,79 @@ impl Default for CacheConfig {
             ttl_seconds: 30,
             max_entries: 100_000,
             scope: CacheScope::Shared,
+            backend: Backend::Local,
+            encryption_key: None,
         }
     }
+}
+
+/// Where rate-limit state or cached URLs live.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// In this process only.
+    #[default]
+    Local,
+    /// In the shared Redis of `[redis]`.
+    Redis,
+}
+
+/// What requests get while Redis is unreachable or slower than `redis.timeout_ms`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RedisFallback {
+    /// Per-process limits and cache, with a warning log and `bmsgw_redis_fallback_active`.
+    #[default]
+    Local,
+    /// Fail closed: 503 `BMSGW.0601`.
+    Deny,
+}
+
+/// The shared Redis.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://HOST[:PORT][/DB]` or `rediss://` for TLS; never with a password in it.
+    pub url: String,
+    /// ACL user name (Redis 6+); the `default` user when absent.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Secret reference (`env:NAME` or `file:PATH`) to the password.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// CA certificates (PEM) that `rediss://` trusts instead of the public web PKI roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Prepended to every key, so several gateways (or environments) can share one Redis.
+    #[serde(default = "default_redis_key_prefix")]
+    pub key_prefix: String,
+    /// Budget for one Redis call; a slower answer counts as a fault.
+    #[serde(default = "default_redis_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Budget for opening a connection (TCP, TLS, AUTH).
+    #[serde(default = "default_redis_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    #[serde(default)]
+    pub fallback: RedisFallback,
+    /// After a fault, Redis is left alone this long before one request probes it again.
+    #[serde(default = "default_redis_retry_interval_ms")]
+    pub retry_interval_ms: u64,
+}
+
+fn default_redis_key_prefix() -> String {
+    "bmsgw:".into()
+}
+
+fn default_redis_timeout_ms() -> u64 {
+    10
+}
+
+fn default_redis_connect_timeout_ms() -> u64 {
+    1_000
+}
+
+fn default_redis_retry_interval_ms() -> u64 {
+    1_000
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -488,7 +570,62 @@ impl Config {
         }
         let served = self.validate_accounts(&mut issues);
         self.validate_policy(&served, &mut issues);
+        self.validate_redis(&mut issues);
         issues
+    }
+
+    fn validate_redis(&self, issues: &mut Vec<ConfigIssue>) {
+        let wants_redis = self.rate_limit.backend == Backend::Redis
+            || (self.cache.backend == Backend::Redis && self.cache.ttl_seconds > 0);
+        if wants_redis && self.redis.is_none() {
+            issues.push(ConfigIssue::new(
+                "redis",
+                "rate_limit.backend or cache.backend is \"redis\": add a [redis] section with its url",
+            ));
+        }
+        if self.cache.backend == Backend::Redis {
+            match &self.cache.encryption_key {
+                None => issues.push(ConfigIssue::new(
+                    "cache.encryption_key",
+                    "required with backend = \"redis\": console URLs are credentials and are stored encrypted (a secret reference, e.g. env:BMSGW_CACHE_KEY)",
+                )),
+                Some(reference) => {
+                    if let Err(e) = SecretRef::parse(reference) {
+                        issues.push(ConfigIssue::new("cache.encryption_key", e));
+                    }
+                }
+            }
+        }
+        let Some(redis) = &self.redis else {
+            return;
+        };
+        if let Err(message) = crate::shared::store::check_url(&redis.url) {
+            issues.push(ConfigIssue::new("redis.url", message));
+        } else if redis.ca_file.is_some() && !redis.url.starts_with("rediss://") {
+            issues.push(ConfigIssue::new(
+                "redis.ca_file",
+                "only used with a rediss:// (TLS) url",
+            ));
+        }
+        if let Some(reference) = &redis.password {
+            if let Err(e) = SecretRef::parse(reference) {
+                issues.push(ConfigIssue::new("redis.password", e));
+            }
+        }
+        if redis.key_prefix.contains(['{', '}'])
+            || redis.key_prefix.chars().any(char::is_whitespace)
+        {
+            issues.push(ConfigIssue::new(
+                "redis.key_prefix",
+                "must not contain braces or spaces (braces would change Redis Cluster hash slots)",
+            ));
+        }
+        if redis.timeout_ms == 0 || redis.connect_timeout_ms == 0 || redis.retry_interval_ms == 0 {
+            issues.push(ConfigIssue::new(
+                "redis",
+                "timeout_ms, connect_timeout_ms and retry_interval_ms must be above 0",
+            ));
+        }
     }
 
     fn validate_server(&self, issues: &mut Vec<ConfigIssue>) {

@@ -125,6 +125,8 @@ pub enum GatewayError {
     Internal,
     #[error("request line too long")]
     RequestLineTooLong,
+    #[error("shared store unavailable")]
+    SharedStoreUnavailable,
 }
 
 impl GatewayError {
@@ -153,6 +155,7 @@ impl GatewayError {
             GatewayError::NotReady => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             GatewayError::RequestLineTooLong => StatusCode::URI_TOO_LONG,
+            GatewayError::SharedStoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -182,6 +185,7 @@ impl GatewayError {
             GatewayError::NotReady => "BMSGW.0501",
             GatewayError::Internal => "BMSGW.0500",
             GatewayError::RequestLineTooLong => "BMSGW.0701",
+            GatewayError::SharedStoreUnavailable => "BMSGW.0601",
         }
     }
 
@@ -235,6 +239,9 @@ impl GatewayError {
             GatewayError::Internal => "Internal error".into(),
             GatewayError::RequestLineTooLong => {
                 "Request line too long (see server.max_request_line_bytes)".into()
+            }
+            GatewayError::SharedStoreUnavailable => {
+                "The shared rate-limit and cache store is unavailable; retry shortly".into()
             }
         }
     }

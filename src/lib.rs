@@ -18,6 +18,7 @@ pub mod ratelimit;
 pub mod reload;
 pub mod secret;
 pub mod server;
+pub mod shared;
 pub mod sim;
 pub mod state;
 pub mod telemetry;

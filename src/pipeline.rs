@@ -109,7 +109,8 @@ async fn run(
         &caller,
         tier.as_ref().ok().and_then(|t| t.as_deref()),
         ctx,
-    )?;
+    )
+    .await?;
     tier?;
     let fetched = lookup(state, &caller, &parsed, ctx).await?;
     state.metrics.console_urls_issued.inc();
@@ -257,8 +258,9 @@ fn authorize(
 }
 
 /// Phase 4: the caller's rate limit, in the tier the policy chose (the default tier for
-/// requests the policy refused, so probing for allowed servers is limited too).
-fn admit(
+/// requests the policy refused, so probing for allowed servers is limited too). With the
+/// Redis backend one bucket serves every replica.
+async fn admit(
     state: &Gateway,
     caller: &Caller,
     tier: Option<&str>,
@@ -266,7 +268,7 @@ fn admit(
 ) -> Result<(), GatewayError> {
     let quota = state.quota_for(tier);
     let key = format!("{}|{}", tier.unwrap_or(""), caller.user_key());
-    let outcome = state.limiter.check(&key, quota);
+    let outcome = state.limiter.check(&key, quota).await?;
     ctx.rate = Some(outcome);
     if outcome.allowed {
         Ok(())
@@ -361,6 +363,9 @@ fn respond(
         Err(GatewayError::RateLimited { retry_after_secs })
         | Err(GatewayError::UpstreamThrottled { retry_after_secs }) => {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+        }
+        Err(GatewayError::SharedStoreUnavailable) => {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(1));
         }
         Err(GatewayError::MethodNotAllowed) => {
             headers.insert(header::ALLOW, HeaderValue::from_static("POST"));

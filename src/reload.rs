@@ -126,6 +126,10 @@ impl Reloader {
                 "config reload: these settings only take effect on restart and were ignored"
             );
         }
+        if let Some(redis) = &gateway.redis {
+            // Connected before the swap, so requests never wait for the new gateway's connect.
+            redis.warm_up().await;
+        }
         gateway
             .ready
             .store(old.ready.load(Ordering::Acquire), Ordering::Release);

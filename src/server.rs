@@ -129,6 +129,9 @@ pub async fn start_with_clock(
     let state = Arc::new(Gateway::build(&config, clock.clone(), endpoint.as_deref())?);
     let metrics = state.metrics.clone();
     metrics.config_last_reload_success.set(clock.unix_seconds());
+    if let Some(redis) = &state.redis {
+        redis.warm_up().await;
+    }
 
     let (background_stop, background_stopped) = watch::channel(false);
     let public = bind(config.server.listen).await?;

@@ -12,8 +12,11 @@ use std::time::Duration;
 use crate::auth::{Policy, Verifier};
 use crate::cache::ConsoleCache;
 use crate::clock::SharedClock;
-use crate::config::{CacheScope, Config, ConfigError};
-use crate::ratelimit::{LocalLimiter, Quota};
+use crate::config::{Backend, CacheScope, Config, ConfigError, ConfigIssue};
+use crate::ratelimit::{Limiter, LocalLimiter, Quota, RedisLimiter};
+use crate::secret::SecretRef;
+use crate::shared::seal::Sealer;
+use crate::shared::{RedisStore, SharedCacheTier};
 use crate::telemetry::Metrics;
 use crate::upstream::{Accounts, UpstreamClient};
 
@@ -21,7 +24,7 @@ use crate::upstream::{Accounts, UpstreamClient};
 pub struct Gateway {
     pub verifier: Verifier,
     pub policy: Policy,
-    pub limiter: LocalLimiter,
+    pub limiter: Limiter,
     pub default_quota: Quota,
     pub tier_quotas: HashMap<String, Quota>,
     pub cache: ConsoleCache,
@@ -35,6 +38,8 @@ pub struct Gateway {
     pub ready: AtomicBool,
     /// Longest request line accepted (`server.max_request_line_bytes`).
     pub max_request_line_bytes: usize,
+    /// The shared Redis, when a backend uses it.
+    pub redis: Option<Arc<RedisStore>>,
 }
 
 impl Gateway {
@@ -68,7 +73,11 @@ impl Gateway {
         let upstream = UpstreamClient::new(&config.upstream, &config.base_dir, metrics.clone())
             .map_err(|e| issues.push(crate::config::ConfigIssue::new("upstream", e)))
             .ok();
-        let (Some(verifier), Some(accounts), Some(upstream)) = (verifier, accounts, upstream)
+        let shared = SharedBackends::build(config, &metrics, &clock)
+            .map_err(|e| issues.extend(e))
+            .ok();
+        let (Some(verifier), Some(accounts), Some(upstream), Some(shared)) =
+            (verifier, accounts, upstream, shared)
         else {
             return Err(config.error(issues));
         };
@@ -90,17 +99,22 @@ impl Gateway {
         Ok(Gateway {
             verifier,
             policy: Policy::from_config(&config.policy),
-            limiter: LocalLimiter::new(
-                clock.clone(),
-                Duration::from_nanos(longest_tolerance),
-                config.rate_limit.max_tracked_users,
+            limiter: Limiter::new(
+                LocalLimiter::new(
+                    clock.clone(),
+                    Duration::from_nanos(longest_tolerance),
+                    config.rate_limit.max_tracked_users,
+                ),
+                shared.limiter,
+                metrics.clone(),
             ),
             default_quota,
             tier_quotas,
-            cache: ConsoleCache::new(
+            cache: ConsoleCache::with_shared_tier(
                 Duration::from_secs(config.cache.ttl_seconds),
                 config.cache.max_entries,
                 clock.clone(),
+                shared.cache_tier,
             ),
             cache_scope: config.cache.scope,
             accounts,
@@ -110,6 +124,7 @@ impl Gateway {
             body_read_timeout: Duration::from_millis(config.server.body_read_timeout_ms),
             ready: AtomicBool::new(false),
             max_request_line_bytes: config.server.max_request_line_bytes,
+            redis: shared.store,
         })
     }
 
@@ -123,4 +138,60 @@ impl Gateway {
 
 fn account_names(config: &Config) -> Vec<String> {
     config.accounts.iter().map(|a| a.name.clone()).collect()
+}
+
+/// The Redis-backed parts the config asks for (none with the `local` backends).
+struct SharedBackends {
+    store: Option<Arc<RedisStore>>,
+    limiter: Option<RedisLimiter>,
+    cache_tier: Option<Arc<SharedCacheTier>>,
+}
+
+impl SharedBackends {
+    fn build(
+        config: &Config,
+        metrics: &Arc<Metrics>,
+        clock: &SharedClock,
+    ) -> Result<SharedBackends, Vec<ConfigIssue>> {
+        let limit_in_redis = config.rate_limit.backend == Backend::Redis;
+        let cache_in_redis = config.cache.backend == Backend::Redis && config.cache.ttl_seconds > 0;
+        let (Some(redis), true) = (&config.redis, limit_in_redis || cache_in_redis) else {
+            return Ok(SharedBackends {
+                store: None,
+                limiter: None,
+                cache_tier: None,
+            });
+        };
+        // Both are checked, so one run of check-config reports every missing secret.
+        let sealer = match (cache_in_redis, &config.cache.encryption_key) {
+            (true, Some(reference)) => SecretRef::parse(reference)
+                .and_then(|r| r.resolve(&config.base_dir))
+                .and_then(|material| Sealer::new(&material))
+                .map(Some)
+                .map_err(|e| vec![ConfigIssue::new("cache.encryption_key", e)]),
+            _ => Ok(None),
+        };
+        let store =
+            RedisStore::from_config(redis, &config.base_dir, metrics.clone(), clock.clone());
+        let (sealer, store) = match (sealer, store) {
+            (Ok(sealer), Ok(store)) => (sealer, Arc::new(store)),
+            (sealer, store) => {
+                let mut issues = sealer.err().unwrap_or_default();
+                issues.extend(store.err().unwrap_or_default());
+                return Err(issues);
+            }
+        };
+        Ok(SharedBackends {
+            limiter: limit_in_redis.then(|| RedisLimiter::new(store.clone())),
+            cache_tier: sealer.map(|sealer| {
+                Arc::new(SharedCacheTier::new(
+                    store.clone(),
+                    sealer,
+                    Duration::from_secs(config.cache.ttl_seconds),
+                    Duration::from_millis(config.upstream.timeout_ms),
+                ))
+            }),
+            store: Some(store),
+        })
+    }
 }

@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use bms_console_gateway::config::Config;
+use common::redis_server::{self, SHARED_REDIS};
 use common::*;
 use serde::Deserialize;
 use serde_json::Value;
@@ -18,8 +19,7 @@ use serde_json::Value;
 /// Metrics the alert rules use that other parts of the gateway export once merged (the circuit
 /// breaker of upstream resilience, the Redis backend of horizontal scale). Only the rules may
 /// name them; the dashboard must not.
-const METRICS_FROM_OTHER_CHANGES: &[&str] =
-    &["bmsgw_upstream_breaker_open", "bmsgw_redis_fallback_active"];
+const METRICS_FROM_OTHER_CHANGES: &[&str] = &["bmsgw_upstream_breaker_open"];
 
 fn deploy_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy")
@@ -241,12 +241,28 @@ fn strings_under(value: &Value, key: &str, into: &mut Vec<String>) {
     }
 }
 
-/// Metric families on a live gateway's `/metrics`.
+/// Metric families on a live gateway's `/metrics`. The gateway shares its limits and URLs
+/// through the Redis on 127.0.0.1:6379, so the Redis metrics are part of the scrape too.
 async fn exported_metrics() -> BTreeSet<String> {
-    let h = Harness::default().await;
+    let prefix = redis_server::unique_prefix("deploy-metrics");
+    let key = redis_server::temp_file(
+        "cache-key",
+        b"kJ3x9+T2vQm8Lw1ZpR6yN4cF7hB0sD5eGaUoXiYtVnM=\n",
+    );
+    let h = Harness::start(TestConfig {
+        extra_rate_limit: "backend = \"redis\"\n".into(),
+        extra_cache: format!(
+            "backend = \"redis\"\nencryption_key = \"file:{}\"\n",
+            key.display()
+        ),
+        extra_sections: redis_server::redis_section(SHARED_REDIS, &prefix, "timeout_ms = 2000"),
+        ..TestConfig::default()
+    })
+    .await;
     // Move a few counters so the scrape is a real one, not just registrations.
     h.console("alice", LINUX).await;
     let scrape = h.metrics().await;
+    redis_server::cleanup(SHARED_REDIS, &prefix).await;
     scrape
         .lines()
         .filter_map(|l| l.strip_prefix("# TYPE "))

@@ -39,7 +39,18 @@ pub struct Metrics {
     pub tls_handshake_failures: IntCounter,
     pub config_reloads: IntCounterVec,
     pub config_last_reload_success: IntGauge,
+    pub redis_duration: HistogramVec,
+    pub redis_errors: IntCounterVec,
+    pub redis_fallback_active: IntGauge,
+    pub redis_fallbacks: IntCounterVec,
+    pub rate_limit_decisions: IntCounterVec,
 }
+
+/// Redis round trips on a healthy network take well under a millisecond; the top buckets show
+/// calls that ran into `redis.timeout_ms`.
+const REDIS_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+];
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
@@ -213,6 +224,56 @@ impl Metrics {
             "Unix time of the last successful config load (start-up or reload).",
         );
 
+        let redis_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "bmsgw_redis_command_duration_seconds",
+                "Duration of calls to the shared Redis, by command (rate_limit, cache_read, cache_store, cache_unlock, ping); timed-out calls count at the timeout.",
+            )
+            .buckets(REDIS_BUCKETS.to_vec()),
+            &["command"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(redis_duration.clone()))
+            .expect("unique metric");
+        let redis_errors = counter_vec(
+            &registry,
+            "bmsgw_redis_errors_total",
+            "Failed calls to the shared Redis, by kind (timeout, connection, auth, server, decode).",
+            &["kind"],
+        );
+        for kind in crate::shared::StoreError::CALL_FAULTS {
+            redis_errors.with_label_values(&[kind.label()]);
+        }
+        let redis_fallback_active = gauge(
+            &registry,
+            "bmsgw_redis_fallback_active",
+            "1 while the shared Redis is treated as unavailable and redis.fallback applies.",
+        );
+        let redis_fallbacks = counter_vec(
+            &registry,
+            "bmsgw_redis_fallbacks_total",
+            "Requests that could not use the shared Redis, by component (rate_limit, cache) and the fallback applied (local, deny).",
+            &["component", "action"],
+        );
+        for component in ["rate_limit", "cache"] {
+            for action in ["local", "deny"] {
+                redis_fallbacks.with_label_values(&[component, action]);
+            }
+        }
+        let rate_limit_decisions = counter_vec(
+            &registry,
+            "bmsgw_rate_limit_decisions_total",
+            "Rate-limit decisions by the backend that made them (local, redis) and result (allowed, limited).",
+            &["backend", "result"],
+        );
+        for backend in ["local", "redis"] {
+            for result in ["allowed", "limited"] {
+                rate_limit_decisions.with_label_values(&[backend, result]);
+            }
+        }
+        cache_requests.with_label_values(&["shared_hit"]);
+
         for reason in AuthFailure::ALL {
             auth_failures.with_label_values(&[reason.label()]);
         }
@@ -243,6 +304,11 @@ impl Metrics {
             tls_handshake_failures,
             config_reloads,
             config_last_reload_success,
+            redis_duration,
+            redis_errors,
+            redis_fallback_active,
+            redis_fallbacks,
+            rate_limit_decisions,
         };
         metrics.add_accounts(accounts);
         metrics

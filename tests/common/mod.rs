@@ -2,6 +2,8 @@
 //! and speaks HTTP to them.
 #![allow(dead_code)]
 
+pub mod redis_server;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,6 +57,10 @@ pub struct TestConfig {
     pub extra_server: String,
     /// TOML lines added to `[upstream]`.
     pub extra_upstream: String,
+    /// Lines added to `[cache]`, e.g. `backend = "redis"`.
+    pub extra_cache: String,
+    /// Whole sections appended at the end, e.g. `[redis]`.
+    pub extra_sections: String,
 }
 
 impl Default for TestConfig {
@@ -78,6 +84,8 @@ projects = ["{PROJECT}"]
             upstream_ca_file: None,
             extra_server: String::new(),
             extra_upstream: String::new(),
+            extra_cache: String::new(),
+            extra_sections: String::new(),
         }
     }
 }
@@ -113,6 +121,7 @@ burst = {burst}
 [cache]
 ttl_seconds = {ttl}
 scope = "{scope}"
+{extra_cache}
 
 [upstream]
 timeout_ms = {timeout}
@@ -128,6 +137,8 @@ access_key = "file:test-access-key"
 secret_key = "file:test-secret-key"
 
 {policy}
+
+{extra_sections}
 "#,
             rate = self.rate_per_second,
             burst = self.burst,
@@ -139,6 +150,8 @@ secret_key = "file:test-secret-key"
             policy = self.policy,
             extra_server = self.extra_server,
             extra_upstream = self.extra_upstream,
+            extra_cache = self.extra_cache,
+            extra_sections = self.extra_sections,
             ca_file = self
                 .upstream_ca_file
                 .as_ref()
