@@ -102,7 +102,7 @@ pub async fn start_with_clock(
         None
     };
     let endpoint = simulator.as_ref().map(|s| s.endpoint());
-    let state = Arc::new(Gateway::build(&config, clock, endpoint.as_deref())?);
+    let state = Arc::new(Gateway::build(&config, clock, endpoint.as_deref()).await?);
 
     let (stop, stopped) = watch::channel(false);
     let public = bind(config.server.listen).await?;

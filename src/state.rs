@@ -14,6 +14,7 @@ use crate::cache::ConsoleCache;
 use crate::clock::SharedClock;
 use crate::config::{CacheScope, Config, ConfigError};
 use crate::ratelimit::{LocalLimiter, Quota};
+use crate::telemetry::audit::AuditLog;
 use crate::telemetry::Metrics;
 use crate::upstream::{Accounts, UpstreamClient};
 
@@ -33,23 +34,22 @@ pub struct Gateway {
     pub body_read_timeout: Duration,
     /// True once everything is loaded; the admin `/readyz` reports it.
     pub ready: AtomicBool,
+    /// Where a record of every console URL issued or refused goes.
+    pub audit: AuditLog,
 }
 
 impl Gateway {
     /// Builds the state. `embedded_endpoint` is where the in-process simulator listens, when
     /// the config uses one.
-    pub fn build(
+    ///
+    /// Identity providers' key sets are fetched here, so the gateway is never ready without
+    /// them; their background refreshers stop when the `Gateway` is dropped.
+    pub async fn build(
         config: &Config,
         clock: SharedClock,
         embedded_endpoint: Option<&str>,
     ) -> Result<Gateway, ConfigError> {
         let mut issues = Vec::new();
-        let verifier = Verifier::from_config(&config.auth, &config.base_dir, clock.clone())
-            .map_err(|e| issues.extend(e))
-            .ok();
-        let accounts = Accounts::from_config(config, embedded_endpoint)
-            .map_err(|e| issues.extend(e))
-            .ok();
         let metrics = Arc::new(Metrics::new(
             &config
                 .accounts
@@ -57,13 +57,32 @@ impl Gateway {
                 .map(|a| a.name.clone())
                 .collect::<Vec<_>>(),
         ));
+        let verifier = Verifier::from_config(
+            &config.auth,
+            &config.base_dir,
+            clock.clone(),
+            metrics.clone(),
+        )
+        .map_err(|e| issues.extend(e))
+        .ok();
+        let accounts = Accounts::from_config(config, embedded_endpoint)
+            .map_err(|e| issues.extend(e))
+            .ok();
         let upstream = UpstreamClient::new(&config.upstream, &config.base_dir, metrics.clone())
             .map_err(|e| issues.push(crate::config::ConfigIssue::new("upstream.ca_file", e)))
             .ok();
-        let (Some(verifier), Some(accounts), Some(upstream)) = (verifier, accounts, upstream)
+        let audit = AuditLog::from_config(&config.audit, &config.base_dir, metrics.clone())
+            .map_err(|e| issues.extend(e))
+            .ok();
+        let (Some(verifier), Some(accounts), Some(upstream), Some(audit)) =
+            (verifier, accounts, upstream, audit)
         else {
             return Err(config.error(issues));
         };
+        verifier
+            .fetch_remote_keys()
+            .await
+            .map_err(|e| config.error(e))?;
 
         let default_quota = Quota::from_tier(&config.rate_limit.default_tier());
         let tier_quotas: HashMap<String, Quota> = config
@@ -101,6 +120,7 @@ impl Gateway {
             clock,
             body_read_timeout: Duration::from_millis(config.server.body_read_timeout_ms),
             ready: AtomicBool::new(false),
+            audit,
         })
     }
 

@@ -1,6 +1,7 @@
-//! What the gateway tells its operators: Prometheus metrics (`metrics`) and structured logs
-//! (`logging`).
+//! What the gateway tells its operators: Prometheus metrics (`metrics`), structured logs
+//! (`logging`) and the audit trail of console URLs issued and refused (`audit`).
 
+pub mod audit;
 pub mod logging;
 pub mod metrics;
 

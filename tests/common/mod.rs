@@ -2,6 +2,8 @@
 //! and speaks HTTP to them.
 #![allow(dead_code)]
 
+pub mod idp;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,6 +53,10 @@ pub struct TestConfig {
     pub policy: String,
     /// Extra CA file for the upstream client (absolute path).
     pub upstream_ca_file: Option<PathBuf>,
+    /// More `[[auth.issuers]]` blocks, after the standard one.
+    pub extra_issuers: String,
+    /// Appended at the end of the file (e.g. `[audit]`, `[auth]` settings).
+    pub extra_config: String,
 }
 
 impl Default for TestConfig {
@@ -72,6 +78,8 @@ projects = ["{PROJECT}"]
 "#
             ),
             upstream_ca_file: None,
+            extra_issuers: String::new(),
+            extra_config: String::new(),
         }
     }
 }
@@ -97,6 +105,7 @@ pem_keys = [
   {{ kid = "rs", alg = "RS256", file = "keys/rs256-public.pem" }},
   {{ kid = "ed", alg = "EdDSA", file = "keys/ed25519-public.pem" }},
 ]
+{extra_issuers}
 
 [rate_limit]
 requests_per_second = {rate}
@@ -120,6 +129,7 @@ access_key = "file:test-access-key"
 secret_key = "file:test-secret-key"
 
 {policy}
+{extra_config}
 "#,
             rate = self.rate_per_second,
             burst = self.burst,
@@ -129,6 +139,8 @@ secret_key = "file:test-secret-key"
             timeout = self.upstream_timeout_ms,
             endpoint = self.endpoint,
             policy = self.policy,
+            extra_issuers = self.extra_issuers,
+            extra_config = self.extra_config,
             ca_file = self
                 .upstream_ca_file
                 .as_ref()
