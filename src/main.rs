@@ -178,6 +178,7 @@ async fn serve(path: PathBuf, fmt: Option<LogFormatArg>) -> ExitCode {
         log_format(fmt, config.logging.format),
         &config.logging.level,
     );
+    let signals = StopSignals::install();
     let running = match server::start(config).await {
         Ok(r) => r,
         Err(e) => {
@@ -186,26 +187,44 @@ async fn serve(path: PathBuf, fmt: Option<LogFormatArg>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    wait_for_signal().await;
+    signals.wait().await;
     tracing::info!("shutting down: draining in-flight requests");
     running.shutdown_gracefully().await;
     tracing::info!("stopped");
     ExitCode::SUCCESS
 }
 
-async fn wait_for_signal() {
+/// SIGTERM/SIGINT, listened for from the moment this is made: a signal that arrives while the
+/// gateway is still starting is not lost (nor does it kill the process without a drain).
+struct StopSignals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
+    term: Option<tokio::signal::unix::Signal>,
+}
+
+impl StopSignals {
+    fn install() -> StopSignals {
+        StopSignals {
+            #[cfg(unix)]
+            term: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok(),
+        }
+    }
+
+    async fn wait(self) {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        if let Some(mut term) = self.term {
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
+                _ = ctrl_c => {}
                 _ = term.recv() => {}
             }
             return;
         }
+        let _ = ctrl_c.await;
     }
-    let _ = tokio::signal::ctrl_c().await;
+}
+
+async fn wait_for_signal() {
+    StopSignals::install().wait().await
 }
 
 async fn check_config(path: PathBuf) -> ExitCode {

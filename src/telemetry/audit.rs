@@ -67,6 +67,8 @@ pub struct AuditLog {
     token_key: hmac::Key,
     trusted_proxies: Vec<IpAddr>,
     metrics: Arc<Metrics>,
+    /// When a lost record was last logged: under pressure, one line a second, not one each.
+    last_loss_logged: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl AuditLog {
@@ -145,6 +147,7 @@ impl AuditLog {
             token_key,
             trusted_proxies: config.trusted_proxies.clone(),
             metrics,
+            last_loss_logged: std::sync::Mutex::new(None),
         })
     }
 
@@ -182,28 +185,24 @@ impl AuditLog {
             Ok(line) => line,
             Err(_) => return,
         };
-        match queue.try_send(line) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                self.metrics
-                    .audit_records
-                    .with_label_values(&["dropped"])
-                    .inc();
-                tracing::error!(
-                    request_id = record.request_id,
-                    "audit queue full: audit record dropped"
-                );
-            }
-            Err(TrySendError::Disconnected(_)) => {
-                self.metrics
-                    .audit_records
-                    .with_label_values(&["failed"])
-                    .inc();
-                tracing::error!(
-                    request_id = record.request_id,
-                    "audit writer stopped: audit record dropped"
-                );
-            }
+        let (result, why) = match queue.try_send(line) {
+            Ok(()) => return,
+            Err(TrySendError::Full(_)) => ("dropped", "audit queue full"),
+            Err(TrySendError::Disconnected(_)) => ("failed", "audit writer stopped"),
+        };
+        let lost = self.metrics.audit_records.with_label_values(&[result]);
+        lost.inc();
+        let mut last = self
+            .last_loss_logged
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+            *last = Some(std::time::Instant::now());
+            tracing::error!(
+                request_id = record.request_id,
+                lost_so_far = lost.get(),
+                "{why}: audit record dropped"
+            );
         }
     }
 }
