@@ -733,6 +733,12 @@ impl Config {
                 "must be above 0 and at most jwks_refresh_seconds",
             ));
         }
+        if iss.jwks_unknown_kid_cooldown_seconds == 0 {
+            issues.push(ConfigIssue::new(
+                format!("{key}.jwks_unknown_kid_cooldown_seconds"),
+                "must be at least 1: without a cool-down every random kid fetches the key set",
+            ));
+        }
         if iss.jwks_timeout_ms == 0 {
             issues.push(ConfigIssue::new(
                 format!("{key}.jwks_timeout_ms"),

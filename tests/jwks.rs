@@ -431,3 +431,36 @@ async fn dropping_the_gateway_stops_its_refresher() {
     clock.advance(Duration::from_secs(3600));
     assert_eq!(idp.jwks_fetches(), 1);
 }
+
+#[test]
+fn remote_key_settings_are_checked_at_load() {
+    let block = r#"
+[[auth.issuers]]
+name = "idp"
+issuer = "http://idp.example.test"
+audiences = ["bms-console-gateway"]
+algorithms = ["ES256"]
+jwks_url = "http://idp.example.test/keys"
+discovery = true
+jwks_refresh_seconds = 30
+jwks_min_refresh_seconds = 60
+jwks_unknown_kid_cooldown_seconds = 0
+"#;
+    let text = TestConfig {
+        extra_issuers: block.into(),
+        ..TestConfig::default()
+    }
+    .render();
+    let err = bms_console_gateway::config::Config::from_toml_str(&text, &data_dir(), "j.toml")
+        .unwrap_err()
+        .to_string();
+    for expected in [
+        "j.toml: auth.issuers[1].discovery: give jwks_url or discovery, not both",
+        "j.toml: auth.issuers[1].jwks_url: must be an https:// URL",
+        "j.toml: auth.issuers[1].discovery: needs an https:// issuer",
+        "j.toml: auth.issuers[1].jwks_min_refresh_seconds: must be above 0 and at most jwks_refresh_seconds",
+        "j.toml: auth.issuers[1].jwks_unknown_kid_cooldown_seconds: must be at least 1",
+    ] {
+        assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
+    }
+}

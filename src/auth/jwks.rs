@@ -228,9 +228,7 @@ impl RemoteJwks {
                 }
                 self.fetched_at_unix
                     .store(self.clock.unix_seconds(), Ordering::Release);
-                let wait = max_age
-                    .unwrap_or(self.max_refresh)
-                    .clamp(self.min_refresh, self.max_refresh);
+                let wait = refresh_after(max_age, self.min_refresh, self.max_refresh);
                 self.next_refresh_nanos
                     .store(now + duration_nanos(wait), Ordering::Release);
                 Ok(())
@@ -362,6 +360,13 @@ async fn refresh_loop(source: Weak<RemoteJwks>) {
     }
 }
 
+/// When to refresh after a good fetch: the answer's `max-age` within `[min, max]`, or `max`
+/// when it gave none. A provider cannot make the gateway poll it constantly, nor keep a set
+/// for longer than the operator allows.
+fn refresh_after(max_age: Option<Duration>, min: Duration, max: Duration) -> Duration {
+    max_age.unwrap_or(max).clamp(min, max)
+}
+
 /// `Cache-Control: max-age=N`, if the answer has one.
 fn max_age(headers: &http::HeaderMap) -> Option<Duration> {
     headers
@@ -419,5 +424,15 @@ mod tests {
         assert_eq!(max_age(&h), Some(Duration::from_secs(120)));
         h.insert(header::CACHE_CONTROL, "no-cache".parse().unwrap());
         assert_eq!(max_age(&h), None);
+    }
+
+    #[test]
+    fn max_age_is_honoured_within_bounds() {
+        let (min, max) = (Duration::from_secs(60), Duration::from_secs(300));
+        let s = Duration::from_secs;
+        assert_eq!(refresh_after(Some(s(120)), min, max), s(120));
+        assert_eq!(refresh_after(Some(s(0)), min, max), min);
+        assert_eq!(refresh_after(Some(s(86_400)), min, max), max);
+        assert_eq!(refresh_after(None, min, max), max);
     }
 }
