@@ -9,7 +9,8 @@
 //! 4. [`admit`]: the caller's rate limit (denied callers count against the default tier);
 //! 5. [`lookup`]: cached URL, or one coalesced [`call_upstream`] per server;
 //! 6. [`respond`]: BMS-shaped success, or the one error shape;
-//! 7. [`record`]: metrics and the access-log line, for every request.
+//! 7. [`record`]: metrics and the access-log line, for every request, and ([`audit`]) the audit
+//!    record of every console URL issued or refused once the caller is known.
 //!
 //! Phases write what they learn into the request's [`RequestContext`], which `respond` and
 //! `record` read; no phase reaches into another's state.
@@ -93,88 +94,6 @@ pub async fn handle(state: &Arc<Gateway>, request: Request<Incoming>) -> Respons
     let response = respond(&ctx, result);
     record(state, &ctx, &response, error_code.as_deref());
     response
-}
-
-/// `X-Forwarded-For` from a configured trusted proxy (visible ASCII, at most 512 bytes), so
-/// the audit record names the real client; from anyone else it is ignored.
-fn trusted_forwarded_for(
-    state: &Gateway,
-    ctx: &RequestContext,
-    headers: &HeaderMap,
-) -> Option<String> {
-    let peer = ctx.connection.as_ref()?.peer.ip();
-    if !state.audit.trusts_proxy(peer) {
-        return None;
-    }
-    let joined = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect::<Vec<_>>()
-        .join(", ");
-    let clean: String = joined
-        .chars()
-        .filter(|c| c.is_ascii_graphic() || *c == ' ')
-        .take(512)
-        .collect();
-    (!clean.is_empty()).then_some(clean)
-}
-
-/// The audit record of a console URL issued or refused after authentication (policy denial,
-/// rate limit, or refused upstream). Requests that never named a caller are not audited: the
-/// access log and `bmsgw_auth_failures_total` cover them.
-fn audit(
-    state: &Gateway,
-    ctx: &RequestContext,
-    result: &Result<(ConsoleKind, Arc<Fetched>), GatewayError>,
-    error_code: Option<&str>,
-) {
-    if !state.audit.enabled() {
-        return;
-    }
-    let (Some(subject), Some(issuer), Some(target)) = (&ctx.subject, &ctx.issuer, &ctx.target)
-    else {
-        return;
-    };
-    let decision = match result {
-        Ok(_) => "issued",
-        Err(GatewayError::Forbidden) => "denied",
-        Err(GatewayError::RateLimited { .. }) => "rate_limited",
-        Err(e) if e.upstream_kind().is_some() || matches!(e, GatewayError::Upstream(_)) => {
-            "upstream_refused"
-        }
-        Err(_) => "refused",
-    };
-    let status = match result {
-        Ok(_) => 200,
-        Err(e) => e.status().as_u16(),
-    };
-    let client_addr = ctx.connection.as_ref().map(|c| c.peer.to_string());
-    let url_token_hmac = result
-        .as_ref()
-        .ok()
-        .map(|(_, fetched)| state.audit.url_token_hash(fetched.url.expose()));
-    let time = time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default();
-    state.audit.record(&crate::telemetry::audit::AuditRecord {
-        log: "audit",
-        time,
-        request_id: &ctx.request_id,
-        subject,
-        issuer,
-        client_addr,
-        forwarded_for: ctx.forwarded_for.as_deref(),
-        project: target.project.as_str(),
-        server: target.server.as_str(),
-        decision,
-        rule: ctx.rule.as_deref(),
-        reason: error_code,
-        cache: ctx.cache.map(CacheOutcome::label),
-        upstream_request_id: ctx.upstream_request_id.as_deref(),
-        status,
-        url_token_hmac,
-    });
 }
 
 async fn run(
@@ -450,6 +369,88 @@ fn respond(
         _ => {}
     }
     response
+}
+
+/// `X-Forwarded-For` from a configured trusted proxy (visible ASCII, at most 512 bytes), so
+/// the audit record names the real client; from anyone else it is ignored.
+fn trusted_forwarded_for(
+    state: &Gateway,
+    ctx: &RequestContext,
+    headers: &HeaderMap,
+) -> Option<String> {
+    let peer = ctx.connection.as_ref()?.peer.ip();
+    if !state.audit.trusts_proxy(peer) {
+        return None;
+    }
+    let joined = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let clean: String = joined
+        .chars()
+        .filter(|c| c.is_ascii_graphic() || *c == ' ')
+        .take(512)
+        .collect();
+    (!clean.is_empty()).then_some(clean)
+}
+
+/// The audit record of a console URL issued or refused after authentication (policy denial,
+/// rate limit, or refused upstream). Requests that never named a caller are not audited: the
+/// access log and `bmsgw_auth_failures_total` cover them.
+fn audit(
+    state: &Gateway,
+    ctx: &RequestContext,
+    result: &Result<(ConsoleKind, Arc<Fetched>), GatewayError>,
+    error_code: Option<&str>,
+) {
+    if !state.audit.enabled() {
+        return;
+    }
+    let (Some(subject), Some(issuer), Some(target)) = (&ctx.subject, &ctx.issuer, &ctx.target)
+    else {
+        return;
+    };
+    let decision = match result {
+        Ok(_) => "issued",
+        Err(GatewayError::Forbidden) => "denied",
+        Err(GatewayError::RateLimited { .. }) => "rate_limited",
+        Err(e) if e.upstream_kind().is_some() || matches!(e, GatewayError::Upstream(_)) => {
+            "upstream_refused"
+        }
+        Err(_) => "refused",
+    };
+    let status = match result {
+        Ok(_) => 200,
+        Err(e) => e.status().as_u16(),
+    };
+    let client_addr = ctx.connection.as_ref().map(|c| c.peer.to_string());
+    let url_token_hmac = result
+        .as_ref()
+        .ok()
+        .map(|(_, fetched)| state.audit.url_token_hash(fetched.url.expose()));
+    let time = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    state.audit.record(&crate::telemetry::audit::AuditRecord {
+        log: "audit",
+        time,
+        request_id: &ctx.request_id,
+        subject,
+        issuer,
+        client_addr,
+        forwarded_for: ctx.forwarded_for.as_deref(),
+        project: target.project.as_str(),
+        server: target.server.as_str(),
+        decision,
+        rule: ctx.rule.as_deref(),
+        reason: error_code,
+        cache: ctx.cache.map(CacheOutcome::label),
+        upstream_request_id: ctx.upstream_request_id.as_deref(),
+        status,
+        url_token_hmac,
+    });
 }
 
 /// Phase 8: metrics and the access-log line. Runs for every request.

@@ -6,8 +6,8 @@
 //!
 //! 1. size cap, three base64url parts, header and claims JSON objects without duplicate keys
 //!    (two parsers could otherwise read two different tokens from one string);
-//! 2. header: `alg` must be a known asymmetric algorithm on the issuer's allow-list (so `none`,
-//!    in any spelling, never passes); a `crit` header is refused because we understand no
+//! 2. header: `alg` must be a known algorithm on the issuer's allow-list (so `none`, in any
+//!    spelling, never passes; HS* only for an issuer with a shared secret); a `crit` header is refused because we understand no
 //!    extensions; `jku`, `x5u`, `jwk` and `x5c` are ignored, never used to find a key;
 //! 3. issuer from the (not yet trusted) `iss` claim selects which keys and rules apply;
 //! 4. key by `kid` among that issuer's loaded keys, whose bound algorithms must include `alg`
@@ -15,8 +15,8 @@
 //! 5. signature (jsonwebtoken's verifier on aws-lc-rs);
 //! 6. claims, on the injected clock: `exp` required and numeric, `nbf`/`iat` numeric when
 //!    present, leeway applied, lifetime at most the issuer's maximum; `aud` (string or array
-//!    of strings) must name a configured
-//!    audience; the subject claim must be a non-empty string.
+//!    of strings) must name a configured audience; the subject claim must be a non-empty
+//!    string.
 //!
 //! A token that passed is remembered in a bounded cache keyed by its SHA-256 (never the token
 //! itself) until its `exp`, so a tool that calls repeatedly with one token pays for one

@@ -3,8 +3,9 @@
 //! Every key is bound, when it is loaded, to the algorithms it may verify: the JWK's own `alg`
 //! when it names one, else the algorithms of its key type (and curve). A token's `alg` must be
 //! on that list *and* on the issuer's allow-list, so the algorithm is never taken from the token
-//! alone and a public key can never be used as an HMAC secret: symmetric (`oct`) keys are not
-//! loaded at all.
+//! alone and a public key can never be used as an HMAC secret: symmetric (`oct`) keys in a
+//! JWKS are not loaded at all, and the only HMAC key is an issuer's own configured
+//! `hmac_secret`, bound to that issuer's HS algorithms.
 
 use std::path::Path;
 

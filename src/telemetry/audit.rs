@@ -219,14 +219,21 @@ impl Drop for AuditLog {
     }
 }
 
+/// The process's random HMAC key, made once: a config reload builds a new audit log, and its
+/// hashes must still match the ones written before it.
 fn random_key() -> hmac::Key {
-    let rng = aws_lc_rs::rand::SystemRandom::new();
-    hmac::Key::generate(hmac::HMAC_SHA256, &rng).unwrap_or_else(|_| {
-        // The system RNG failing is not survivable for anything else either; fall back to a
-        // key from the UUID generator's randomness rather than panicking in start-up.
-        let seed = uuid::Uuid::new_v4();
-        hmac::Key::new(hmac::HMAC_SHA256, seed.as_bytes())
-    })
+    static KEY: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
+    let bytes = KEY.get_or_init(|| {
+        let mut bytes = [0u8; 32];
+        if aws_lc_rs::rand::fill(&mut bytes).is_err() {
+            // The system RNG failing leaves nothing else working either; fall back to the
+            // UUID generator's randomness rather than panicking during start-up.
+            bytes[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+            bytes[16..].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+        }
+        bytes
+    });
+    hmac::Key::new(hmac::HMAC_SHA256, bytes)
 }
 
 enum Sink {
@@ -324,4 +331,35 @@ fn open_append(path: &Path) -> Result<File, String> {
     options
         .open(path)
         .map_err(|e| format!("cannot open audit file {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log(key: Option<&str>) -> AuditLog {
+        let config = AuditConfig {
+            sink: AuditSink::Off,
+            token_hash_key: key.map(str::to_string),
+            ..AuditConfig::default()
+        };
+        AuditLog::from_config(&config, Path::new("."), Arc::new(Metrics::new(&[]))).unwrap()
+    }
+
+    #[test]
+    fn the_url_token_is_hashed_with_one_key_per_process_unless_configured() {
+        let url = "https://console.example.com/serial/?token=040134bb-1111";
+        // Two logs (as after a config reload) agree without a configured key...
+        assert_eq!(log(None).url_token_hash(url), log(None).url_token_hash(url));
+        // ...only the token parameter counts...
+        assert_eq!(
+            log(None).url_token_hash(url),
+            log(None).url_token_hash("https://elsewhere/?x=1&token=040134bb-1111")
+        );
+        // ...and a configured key gives other hashes than the random one.
+        std::env::set_var("BMSGW_AUDIT_UNIT_TEST_KEY", "k");
+        let keyed = log(Some("env:BMSGW_AUDIT_UNIT_TEST_KEY")).url_token_hash(url);
+        assert_ne!(keyed, log(None).url_token_hash(url));
+        assert_eq!(keyed.len(), 64);
+    }
 }
