@@ -328,3 +328,24 @@ async fn a_full_queue_drops_records_without_blocking_requests() {
         .collect();
     assert_eq!(lines.len() as f64 + dropped_count, sent as f64);
 }
+
+#[tokio::test]
+async fn an_audit_file_that_cannot_be_opened_stops_start_up() {
+    let config = audit_config("[audit]\nsink = \"file\"\nfile = \"/nonexistent-dir/audit.log\"\n");
+    let err = match bms_console_gateway::server::start(config.build()).await {
+        Ok(_) => panic!("started without its audit file"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("test.toml: audit.file: cannot open audit file /nonexistent-dir/audit.log"),
+        "{err}"
+    );
+    let text = audit_config("[audit]\nsink = \"file\"\n").render();
+    let err = bms_console_gateway::config::Config::from_toml_str(&text, &data_dir(), "a.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("a.toml: audit.file: sink = \"file\" needs a file"),
+        "{err}"
+    );
+}

@@ -115,6 +115,10 @@ impl RemoteJwks {
             (None, false) => return Ok(None),
         };
         let http = https_client(cfg.ca_file.as_deref().map(|f| base_dir.join(f)).as_deref())?;
+        // Series exist at zero from the first scrape, so "no failures yet" is visible as 0.
+        for result in ["success", "failure"] {
+            metrics.jwks_fetches.with_label_values(&[&cfg.name, result]);
+        }
         Ok(Some(Arc::new(RemoteJwks {
             issuer_name: Arc::from(cfg.name.as_str()),
             location,
