@@ -432,8 +432,8 @@ pub struct AuditConfig {
     /// Key (`env:NAME` or `file:PATH`) of the HMAC that hashes console-URL tokens; a random
     /// per-process key when absent.
     pub token_hash_key: Option<String>,
-    /// Peers whose `X-Forwarded-For` header is recorded.
-    pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Peers whose `X-Forwarded-For` header is recorded: addresses or CIDR blocks.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for AuditConfig {
@@ -595,6 +595,11 @@ impl Config {
         if let Some(key) = &a.token_hash_key {
             if let Err(e) = SecretRef::parse(key) {
                 issues.push(ConfigIssue::new("audit.token_hash_key", e));
+            }
+        }
+        for (i, proxy) in a.trusted_proxies.iter().enumerate() {
+            if let Err(e) = crate::telemetry::audit::AddressBlock::parse(proxy) {
+                issues.push(ConfigIssue::new(format!("audit.trusted_proxies[{i}]"), e));
             }
         }
     }

@@ -65,7 +65,7 @@ pub struct AuditLog {
     /// Signals when the writer has drained the queue and stopped.
     writer_done: Option<std::sync::Mutex<Receiver<()>>>,
     token_key: hmac::Key,
-    trusted_proxies: Vec<IpAddr>,
+    trusted_proxies: Vec<AddressBlock>,
     metrics: Arc<Metrics>,
     /// When a lost record was last logged: under pressure, one line a second, not one each.
     last_loss_logged: std::sync::Mutex<Option<std::time::Instant>>,
@@ -145,7 +145,11 @@ impl AuditLog {
             queue,
             writer_done,
             token_key,
-            trusted_proxies: config.trusted_proxies.clone(),
+            trusted_proxies: config
+                .trusted_proxies
+                .iter()
+                .filter_map(|p| AddressBlock::parse(p).ok())
+                .collect(),
             metrics,
             last_loss_logged: std::sync::Mutex::new(None),
         })
@@ -158,7 +162,9 @@ impl AuditLog {
 
     /// Whether a peer's `X-Forwarded-For` is worth recording.
     pub fn trusts_proxy(&self, peer: IpAddr) -> bool {
-        self.trusted_proxies.contains(&peer)
+        self.trusted_proxies
+            .iter()
+            .any(|block| block.contains(peer))
     }
 
     /// The keyed hash of a console URL's token (the `token` query parameter, or the whole URL
@@ -216,6 +222,48 @@ impl Drop for AuditLog {
             let done = done.into_inner().unwrap_or_else(|e| e.into_inner());
             let _ = done.recv_timeout(WRITER_DRAIN_TIMEOUT);
         }
+    }
+}
+
+/// An address or a CIDR block (`10.0.0.0/8`, `fd00::/8`) of trusted proxies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AddressBlock {
+    network: IpAddr,
+    prefix: u8,
+}
+
+impl AddressBlock {
+    pub fn parse(text: &str) -> Result<AddressBlock, String> {
+        let bad = || format!("{text:?} is not an IP address or CIDR block (e.g. 10.0.0.0/8)");
+        let (addr, prefix) = match text.split_once('/') {
+            Some((addr, prefix)) => (addr, Some(prefix)),
+            None => (text, None),
+        };
+        let network: IpAddr = addr.parse().map_err(|_| bad())?;
+        let max = if network.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => p.parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(bad)?,
+        };
+        Ok(AddressBlock { network, prefix })
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            // An IPv4 peer on a dual-stack socket shows up as ::ffff:a.b.c.d.
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        let (net, addr, bits) = match (self.network, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => (u32::from(n) as u128, u32::from(a) as u128, 32),
+            (IpAddr::V6(n), IpAddr::V6(a)) => (u128::from(n), u128::from(a), 128),
+            _ => return false,
+        };
+        let shift = bits - u32::from(self.prefix);
+        if shift >= 128 {
+            return true;
+        }
+        (net >> shift) == (addr >> shift)
     }
 }
 
@@ -361,5 +409,28 @@ mod tests {
         let keyed = log(Some("env:BMSGW_AUDIT_UNIT_TEST_KEY")).url_token_hash(url);
         assert_ne!(keyed, log(None).url_token_hash(url));
         assert_eq!(keyed.len(), 64);
+    }
+
+    #[test]
+    fn trusted_proxies_are_addresses_or_cidr_blocks() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let block = AddressBlock::parse("10.1.0.0/16").unwrap();
+        assert!(block.contains(ip("10.1.200.3")));
+        assert!(!block.contains(ip("10.2.0.1")));
+        assert!(block.contains(ip("::ffff:10.1.0.9")));
+        assert!(AddressBlock::parse("127.0.0.1")
+            .unwrap()
+            .contains(ip("127.0.0.1")));
+        assert!(!AddressBlock::parse("127.0.0.1")
+            .unwrap()
+            .contains(ip("127.0.0.2")));
+        assert!(AddressBlock::parse("0.0.0.0/0")
+            .unwrap()
+            .contains(ip("192.0.2.1")));
+        assert!(AddressBlock::parse("fd00::/8")
+            .unwrap()
+            .contains(ip("fd12::1")));
+        assert!(AddressBlock::parse("10.0.0.0/33").is_err());
+        assert!(AddressBlock::parse("lb.internal").is_err());
     }
 }
