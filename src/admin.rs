@@ -75,6 +75,7 @@ pub fn handle<B>(state: &Arc<Gateway>, request: &Request<B>) -> Response<Full<By
     }
     match request.uri().path() {
         "/metrics" => {
+            state.verifier.update_gauges();
             let mut response = Response::new(Full::new(Bytes::from(state.metrics.render())));
             response.headers_mut().insert(
                 header::CONTENT_TYPE,

@@ -78,6 +78,8 @@ pub struct Config {
     pub policy: PolicyConfig,
     #[serde(default)]
     pub logging: LoggingConfig,
+    #[serde(default)]
+    pub audit: AuditConfig,
 
     /// Directory of the config file; relative paths are resolved against it.
     #[serde(skip)]
@@ -177,6 +179,14 @@ pub struct AuthConfig {
     #[serde(default = "default_max_token_bytes")]
     pub max_token_bytes: usize,
     pub issuers: Vec<IssuerConfig>,
+    /// Most verified tokens remembered (by hash) so repeated calls skip signature checks; 0
+    /// turns the cache off.
+    #[serde(default = "default_token_cache_entries")]
+    pub token_cache_max_entries: u64,
+}
+
+fn default_token_cache_entries() -> u64 {
+    100_000
 }
 
 fn default_subject_claim() -> String {
@@ -207,10 +217,55 @@ pub struct IssuerConfig {
     /// Allowed clock skew for `exp`, `nbf` and `iat`.
     #[serde(default = "default_leeway")]
     pub leeway_seconds: u64,
+    /// The identity provider's JWKS over HTTPS, fetched before the gateway is ready and
+    /// refreshed in the background.
+    pub jwks_url: Option<String>,
+    /// Find the JWKS through OIDC discovery: `{issuer}/.well-known/openid-configuration`.
+    #[serde(default)]
+    pub discovery: bool,
+    /// Extra CA certificates (PEM) trusted for the JWKS and discovery fetches.
+    pub ca_file: Option<PathBuf>,
+    /// Longest time between JWKS refreshes (used when the answer has no `max-age`).
+    #[serde(default = "default_jwks_refresh")]
+    pub jwks_refresh_seconds: u64,
+    /// Shortest time between refreshes, whatever `Cache-Control: max-age` says.
+    #[serde(default = "default_jwks_min_refresh")]
+    pub jwks_min_refresh_seconds: u64,
+    /// A token naming an unknown `kid` triggers a refetch at most this often.
+    #[serde(default = "default_unknown_kid_cooldown")]
+    pub jwks_unknown_kid_cooldown_seconds: u64,
+    /// Deadline for one JWKS or discovery fetch.
+    #[serde(default = "default_jwks_timeout")]
+    pub jwks_timeout_ms: u64,
+    /// Tokens whose lifetime (`exp - iat`, or `exp - now` without `iat`) is longer are refused.
+    #[serde(default = "default_max_token_lifetime")]
+    pub max_token_lifetime_seconds: u64,
+    /// Shared secret (`env:NAME` or `file:PATH`) for issuers that sign with HS256/384/512.
+    pub hmac_secret: Option<String>,
 }
 
 fn default_leeway() -> u64 {
     60
+}
+
+fn default_jwks_refresh() -> u64 {
+    300
+}
+
+fn default_jwks_min_refresh() -> u64 {
+    60
+}
+
+fn default_unknown_kid_cooldown() -> u64 {
+    30
+}
+
+fn default_jwks_timeout() -> u64 {
+    5_000
+}
+
+fn default_max_token_lifetime() -> u64 {
+    86_400
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -442,6 +497,66 @@ pub struct RuleConfig {
     /// one of them, in addition to the rule's other conditions.
     #[serde(default)]
     pub client_certs: Vec<String>,
+    /// `allow` (the default) grants; `deny` refuses, and any matching deny rule wins.
+    #[serde(default)]
+    pub effect: RuleEffect,
+    /// Issuer names (`auth.issuers[].name`) the rule applies to; empty means any issuer.
+    #[serde(default)]
+    pub issuers: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleEffect {
+    #[default]
+    Allow,
+    Deny,
+}
+
+/// Where audit records go.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditSink {
+    /// JSON lines on stdout, marked `"log":"audit"` to tell them from the access log.
+    #[default]
+    Stdout,
+    /// JSON lines in `audit.file`, rotated by size.
+    File,
+    /// No audit records.
+    Off,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    pub sink: AuditSink,
+    /// The audit file (`sink = "file"`).
+    pub file: Option<PathBuf>,
+    /// The file is rotated (`audit.log` → `audit.log.1` → ...) before it grows past this.
+    pub max_file_bytes: u64,
+    /// Rotated files kept besides the current one.
+    pub max_files: u32,
+    /// Records waiting for the writer; when full, records are dropped and counted.
+    pub queue_capacity: usize,
+    /// Key (`env:NAME` or `file:PATH`) of the HMAC that hashes console-URL tokens; a random
+    /// per-process key when absent.
+    pub token_hash_key: Option<String>,
+    /// Peers whose `X-Forwarded-For` header is recorded: addresses or CIDR blocks.
+    pub trusted_proxies: Vec<String>,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            sink: AuditSink::Stdout,
+            file: None,
+            max_file_bytes: 100 * 1024 * 1024,
+            max_files: 5,
+            queue_capacity: 10_000,
+            token_hash_key: None,
+            trusted_proxies: Vec::new(),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default)]
@@ -571,6 +686,7 @@ impl Config {
         let served = self.validate_accounts(&mut issues);
         self.validate_policy(&served, &mut issues);
         self.validate_redis(&mut issues);
+        self.validate_audit(&mut issues);
         issues
     }
 
@@ -625,6 +741,38 @@ impl Config {
                 "redis",
                 "timeout_ms, connect_timeout_ms and retry_interval_ms must be above 0",
             ));
+        }
+    }
+
+    fn validate_audit(&self, issues: &mut Vec<ConfigIssue>) {
+        let a = &self.audit;
+        if a.sink == AuditSink::File && a.file.is_none() {
+            issues.push(ConfigIssue::new(
+                "audit.file",
+                "sink = \"file\" needs a file to write to",
+            ));
+        }
+        if a.max_file_bytes < 4096 {
+            issues.push(ConfigIssue::new(
+                "audit.max_file_bytes",
+                "must be at least 4096",
+            ));
+        }
+        if a.queue_capacity == 0 {
+            issues.push(ConfigIssue::new(
+                "audit.queue_capacity",
+                "must be at least 1",
+            ));
+        }
+        if let Some(key) = &a.token_hash_key {
+            if let Err(e) = SecretRef::parse(key) {
+                issues.push(ConfigIssue::new("audit.token_hash_key", e));
+            }
+        }
+        for (i, proxy) in a.trusted_proxies.iter().enumerate() {
+            if let Err(e) = crate::telemetry::audit::AddressBlock::parse(proxy) {
+                issues.push(ConfigIssue::new(format!("audit.trusted_proxies[{i}]"), e));
+            }
         }
     }
 
@@ -714,21 +862,87 @@ impl Config {
                 ));
             }
             for (j, alg) in iss.algorithms.iter().enumerate() {
-                if let Err(e) = crate::auth::keys::parse_algorithm(alg) {
+                if let Err(e) = crate::auth::keys::parse_algorithm(alg, iss.hmac_secret.is_some()) {
                     issues.push(ConfigIssue::new(format!("{key}.algorithms[{j}]"), e));
                 }
             }
-            if iss.jwks_file.is_none() && iss.pem_keys.is_empty() {
+            if iss.jwks_file.is_none()
+                && iss.pem_keys.is_empty()
+                && iss.jwks_url.is_none()
+                && !iss.discovery
+                && iss.hmac_secret.is_none()
+            {
                 issues.push(ConfigIssue::new(
                     key.clone(),
-                    "needs jwks_file or pem_keys: there is nothing to verify tokens with",
+                    "needs jwks_url, discovery, jwks_file, pem_keys or hmac_secret: there is nothing to verify tokens with",
                 ));
             }
+            self.validate_issuer_sources(&key, iss, issues);
             if iss.leeway_seconds > 300 {
                 issues.push(ConfigIssue::new(
                     format!("{key}.leeway_seconds"),
                     "at most 300: a larger skew keeps expired tokens alive",
                 ));
+            }
+        }
+    }
+
+    /// The remote key source, refresh bounds, token lifetime and shared secret of one issuer.
+    fn validate_issuer_sources(
+        &self,
+        key: &str,
+        iss: &IssuerConfig,
+        issues: &mut Vec<ConfigIssue>,
+    ) {
+        if iss.jwks_url.is_some() && iss.discovery {
+            issues.push(ConfigIssue::new(
+                format!("{key}.discovery"),
+                "give jwks_url or discovery, not both",
+            ));
+        }
+        if let Some(url) = &iss.jwks_url {
+            if !is_https_url(url) {
+                issues.push(ConfigIssue::new(
+                    format!("{key}.jwks_url"),
+                    "must be an https:// URL: keys fetched over plain HTTP can be swapped in transit",
+                ));
+            }
+        }
+        if iss.discovery && !is_https_url(&iss.issuer) {
+            issues.push(ConfigIssue::new(
+                format!("{key}.discovery"),
+                "needs an https:// issuer: the discovery document is fetched from it",
+            ));
+        }
+        if iss.jwks_min_refresh_seconds == 0
+            || iss.jwks_min_refresh_seconds > iss.jwks_refresh_seconds
+        {
+            issues.push(ConfigIssue::new(
+                format!("{key}.jwks_min_refresh_seconds"),
+                "must be above 0 and at most jwks_refresh_seconds",
+            ));
+        }
+        if iss.jwks_unknown_kid_cooldown_seconds == 0 {
+            issues.push(ConfigIssue::new(
+                format!("{key}.jwks_unknown_kid_cooldown_seconds"),
+                "must be at least 1: without a cool-down every random kid fetches the key set",
+            ));
+        }
+        if iss.jwks_timeout_ms == 0 {
+            issues.push(ConfigIssue::new(
+                format!("{key}.jwks_timeout_ms"),
+                "must be above 0",
+            ));
+        }
+        if iss.max_token_lifetime_seconds == 0 {
+            issues.push(ConfigIssue::new(
+                format!("{key}.max_token_lifetime_seconds"),
+                "must be above 0",
+            ));
+        }
+        if let Some(secret) = &iss.hmac_secret {
+            if let Err(e) = SecretRef::parse(secret) {
+                issues.push(ConfigIssue::new(format!("{key}.hmac_secret"), e));
             }
         }
     }
@@ -857,10 +1071,10 @@ impl Config {
                 }
             }
             for (j, s) in rule.servers.iter().enumerate() {
-                if s != "*" && crate::bms::ServerId::parse(s).is_err() {
+                if !crate::auth::policy::is_valid_server_pattern(s) {
                     issues.push(ConfigIssue::new(
                         format!("{key}.servers[{j}]"),
-                        format!("{s:?} is not a server id (UUID) or \"*\""),
+                        format!("{s:?} is not a server id (UUID), a prefix glob such as \"cf2a8b97-*\", or \"*\""),
                     ));
                 }
             }
@@ -873,6 +1087,20 @@ impl Config {
                 issues.push(ConfigIssue::new(
                     format!("{key}.client_certs"),
                     "needs server.tls.client_ca_file: without mutual TLS no request has a client certificate",
+                ));
+            }
+            for (j, name) in rule.issuers.iter().enumerate() {
+                if !self.auth.issuers.iter().any(|i| &i.name == name) {
+                    issues.push(ConfigIssue::new(
+                        format!("{key}.issuers[{j}]"),
+                        format!("no issuer is named {name:?} in auth.issuers"),
+                    ));
+                }
+            }
+            if rule.effect == RuleEffect::Deny && rule.rate_limit_tier.is_some() {
+                issues.push(ConfigIssue::new(
+                    format!("{key}.rate_limit_tier"),
+                    "a deny rule admits nobody, so it cannot assign a tier",
                 ));
             }
             if let Some(tier) = &rule.rate_limit_tier {
@@ -894,6 +1122,11 @@ impl RateLimitConfig {
             burst: self.burst,
         }
     }
+}
+
+fn is_https_url(text: &str) -> bool {
+    text.parse::<http::Uri>()
+        .is_ok_and(|u| u.scheme_str() == Some("https") && u.host().is_some())
 }
 
 fn syntax_error(text: &str, error: &toml::de::Error) -> String {

@@ -28,6 +28,7 @@ pub enum AuthFailure {
     NotYetValid,
     WrongAudience,
     BadClaims,
+    LifetimeTooLong,
 }
 
 impl AuthFailure {
@@ -46,10 +47,11 @@ impl AuthFailure {
             AuthFailure::NotYetValid => "not_yet_valid",
             AuthFailure::WrongAudience => "wrong_audience",
             AuthFailure::BadClaims => "bad_claims",
+            AuthFailure::LifetimeTooLong => "lifetime_too_long",
         }
     }
 
-    pub const ALL: [AuthFailure; 12] = [
+    pub const ALL: [AuthFailure; 13] = [
         AuthFailure::Missing,
         AuthFailure::Malformed,
         AuthFailure::TooLarge,
@@ -62,6 +64,7 @@ impl AuthFailure {
         AuthFailure::NotYetValid,
         AuthFailure::WrongAudience,
         AuthFailure::BadClaims,
+        AuthFailure::LifetimeTooLong,
     ];
 }
 

@@ -1,4 +1,5 @@
-//! The `bms-console-gateway` command: `serve`, `check-config`, `simulate`, `probe`, `mint-token`.
+//! The `bms-console-gateway` command: `serve`, `check-config`, `simulate`, `explain`, `probe`,
+//! `mint-token`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -62,6 +63,19 @@ enum Command {
         #[arg(long, value_enum, default_value = "json")]
         log_format: LogFormatArg,
     },
+    /// Print what the policy decides for these claims and this server, and the rule that decides.
+    /// Exits 0 on allow, 3 on deny.
+    Explain {
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// A JSON file with the token's claims (`iss`, the subject claim, groups, ...).
+        #[arg(long)]
+        claims: PathBuf,
+        #[arg(long)]
+        project: String,
+        #[arg(long)]
+        server: String,
+    },
     /// Exit 0 when the URL answers 2xx within 2 s (a container HEALTHCHECK needs no curl).
     Probe {
         #[arg(long, default_value = "http://127.0.0.1:9901/healthz")]
@@ -118,7 +132,13 @@ fn main() -> ExitCode {
             config,
             log_format: fmt,
         } => runtime.block_on(serve(config, fmt)),
-        Command::CheckConfig { config } => check_config(config),
+        Command::Explain {
+            config,
+            claims,
+            project,
+            server,
+        } => explain(config, claims, &project, &server),
+        Command::CheckConfig { config } => runtime.block_on(check_config(config)),
         Command::Simulate {
             listen,
             access_key,
@@ -268,7 +288,7 @@ async fn probe(url: String) -> ExitCode {
     }
 }
 
-fn check_config(path: PathBuf) -> ExitCode {
+async fn check_config(path: PathBuf) -> ExitCode {
     let config = match Config::load(&path) {
         Ok(c) => c,
         Err(e) => {
@@ -276,7 +296,7 @@ fn check_config(path: PathBuf) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match state::Gateway::build(&config, SystemClock::shared(), None) {
+    match state::Gateway::build(&config, SystemClock::shared(), None).await {
         Ok(_) => {
             println!("{}: ok", path.display());
             ExitCode::SUCCESS
@@ -340,6 +360,37 @@ async fn simulate(
     wait_for_signal().await;
     handle.shutdown();
     ExitCode::SUCCESS
+}
+
+fn explain(path: PathBuf, claims: PathBuf, project: &str, server: &str) -> ExitCode {
+    let config = match Config::load(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let claims_text = match std::fs::read_to_string(&claims) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("cannot read {}: {e}", claims.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    match bms_console_gateway::auth::explain::explain(&config, &claims_text, project, server) {
+        Ok(explanation) => {
+            print!("{}", explanation.text);
+            if explanation.allowed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(3)
+            }
+        }
+        Err(e) => {
+            eprintln!("{}: {e}", claims.display());
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn mint_token(path: PathBuf, options: MintOptions) -> ExitCode {

@@ -9,7 +9,8 @@
 //! 4. [`admit`]: the caller's rate limit (denied callers count against the default tier);
 //! 5. [`lookup`]: cached URL, or one coalesced [`call_upstream`] per server;
 //! 6. [`respond`]: BMS-shaped success, or the one error shape;
-//! 7. [`record`]: metrics and the access-log line, for every request.
+//! 7. [`record`]: metrics and the access-log line, for every request, and ([`audit`]) the audit
+//!    record of every console URL issued or refused once the caller is known.
 //!
 //! Phases write what they learn into the request's [`RequestContext`], which `respond` and
 //! `record` read; no phase reaches into another's state.
@@ -54,6 +55,8 @@ pub struct RequestContext {
     pub connection: Option<ConnectionInfo>,
     /// The caller's W3C trace context (`traceparent`), when it sent a valid one.
     pub trace: Option<TraceContext>,
+    /// `X-Forwarded-For`, kept only when the peer is a trusted proxy (for the audit log).
+    pub forwarded_for: Option<String>,
 }
 
 impl RequestContext {
@@ -71,6 +74,7 @@ impl RequestContext {
             upstream_request_id: None,
             connection: None,
             trace: None,
+            forwarded_for: None,
         }
     }
 }
@@ -88,8 +92,10 @@ pub async fn handle(state: &Arc<Gateway>, request: Request<Incoming>) -> Respons
     let mut ctx = RequestContext::new(request_id(request.headers()));
     ctx.connection = request.extensions().get::<ConnectionInfo>().cloned();
     ctx.trace = TraceContext::from_headers(request.headers());
+    ctx.forwarded_for = trusted_forwarded_for(state, &ctx, request.headers());
     let result = run(state, request, &mut ctx).await;
     let error_code = result.as_ref().err().map(|e| e.code().to_string());
+    audit(state, &ctx, &result, error_code.as_deref());
     let response = respond(&ctx, result);
     record(state, &ctx, &response, error_code.as_deref());
     response
@@ -102,7 +108,7 @@ async fn run(
 ) -> Result<(ConsoleKind, Arc<Fetched>), GatewayError> {
     let (head, body) = request.into_parts();
     let parsed = parse(state, &head, body, ctx).await?;
-    let caller = authenticate(state, &head.headers, ctx)?;
+    let caller = authenticate(state, &head.headers, ctx).await?;
     let tier = authorize(state, &caller, &parsed.target, ctx);
     admit(
         state,
@@ -189,12 +195,15 @@ fn wants_no_cache(headers: &HeaderMap) -> bool {
 }
 
 /// Phase 2: the bearer token → a [`Caller`]. The token is dropped when this returns.
-fn authenticate(
+async fn authenticate(
     state: &Gateway,
     headers: &HeaderMap,
     ctx: &mut RequestContext,
 ) -> Result<Caller, GatewayError> {
-    let result = bearer_token(headers).and_then(|token| state.verifier.verify(token));
+    let result = match bearer_token(headers) {
+        Ok(token) => state.verifier.verify(token).await,
+        Err(reason) => Err(reason),
+    };
     match result {
         Ok(caller) => {
             ctx.subject = Some(caller.subject.clone());
@@ -250,7 +259,8 @@ fn authorize(
             ctx.rule = Some(rule);
             Ok(tier)
         }
-        Decision::Deny => {
+        Decision::Deny { rule } => {
+            ctx.rule = rule;
             state.metrics.authz_denied.inc();
             Err(GatewayError::Forbidden)
         }
@@ -382,6 +392,88 @@ fn respond(
         _ => {}
     }
     response
+}
+
+/// `X-Forwarded-For` from a configured trusted proxy (visible ASCII, at most 512 bytes), so
+/// the audit record names the real client; from anyone else it is ignored.
+fn trusted_forwarded_for(
+    state: &Gateway,
+    ctx: &RequestContext,
+    headers: &HeaderMap,
+) -> Option<String> {
+    let peer = ctx.connection.as_ref()?.peer.ip();
+    if !state.audit.trusts_proxy(peer) {
+        return None;
+    }
+    let joined = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let clean: String = joined
+        .chars()
+        .filter(|c| c.is_ascii_graphic() || *c == ' ')
+        .take(512)
+        .collect();
+    (!clean.is_empty()).then_some(clean)
+}
+
+/// The audit record of a console URL issued or refused after authentication (policy denial,
+/// rate limit, or refused upstream). Requests that never named a caller are not audited: the
+/// access log and `bmsgw_auth_failures_total` cover them.
+fn audit(
+    state: &Gateway,
+    ctx: &RequestContext,
+    result: &Result<(ConsoleKind, Arc<Fetched>), GatewayError>,
+    error_code: Option<&str>,
+) {
+    if !state.audit.enabled() {
+        return;
+    }
+    let (Some(subject), Some(issuer), Some(target)) = (&ctx.subject, &ctx.issuer, &ctx.target)
+    else {
+        return;
+    };
+    let decision = match result {
+        Ok(_) => "issued",
+        Err(GatewayError::Forbidden) => "denied",
+        Err(GatewayError::RateLimited { .. }) => "rate_limited",
+        Err(e) if e.upstream_kind().is_some() || matches!(e, GatewayError::Upstream(_)) => {
+            "upstream_refused"
+        }
+        Err(_) => "refused",
+    };
+    let status = match result {
+        Ok(_) => 200,
+        Err(e) => e.status().as_u16(),
+    };
+    let client_addr = ctx.connection.as_ref().map(|c| c.peer.to_string());
+    let url_token_hmac = result
+        .as_ref()
+        .ok()
+        .map(|(_, fetched)| state.audit.url_token_hash(fetched.url.expose()));
+    let time = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    state.audit.record(&crate::telemetry::audit::AuditRecord {
+        log: "audit",
+        time,
+        request_id: &ctx.request_id,
+        subject,
+        issuer,
+        client_addr,
+        forwarded_for: ctx.forwarded_for.as_deref(),
+        project: target.project.as_str(),
+        server: target.server.as_str(),
+        decision,
+        rule: ctx.rule.as_deref(),
+        reason: error_code,
+        cache: ctx.cache.map(CacheOutcome::label),
+        upstream_request_id: ctx.upstream_request_id.as_deref(),
+        status,
+        url_token_hmac,
+    });
 }
 
 /// Phase 8: metrics and the access-log line. Runs for every request.

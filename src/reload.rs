@@ -96,15 +96,17 @@ impl Reloader {
             return Err(ReloadError::ShuttingDown);
         }
         let old = self.current();
-        let built = loaded.and_then(|config| {
-            let gateway = Gateway::build_with_metrics(
+        let built = match loaded {
+            Ok(config) => Gateway::build_with_metrics(
                 &config,
                 self.clock.clone(),
                 self.embedded_endpoint.as_deref(),
                 old.metrics.clone(),
-            )?;
-            Ok((config, gateway))
-        });
+            )
+            .await
+            .map(|gateway| (config, gateway)),
+            Err(e) => Err(e),
+        };
         let (config, gateway) = match built {
             Ok(ok) => ok,
             Err(e) => {

@@ -126,7 +126,7 @@ pub async fn start_with_clock(
         None
     };
     let endpoint = simulator.as_ref().map(|s| s.endpoint());
-    let state = Arc::new(Gateway::build(&config, clock.clone(), endpoint.as_deref())?);
+    let state = Arc::new(Gateway::build(&config, clock.clone(), endpoint.as_deref()).await?);
     let metrics = state.metrics.clone();
     metrics.config_last_reload_success.set(clock.unix_seconds());
     if let Some(redis) = &state.redis {

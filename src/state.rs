@@ -17,6 +17,7 @@ use crate::ratelimit::{Limiter, LocalLimiter, Quota, RedisLimiter};
 use crate::secret::SecretRef;
 use crate::shared::seal::Sealer;
 use crate::shared::{RedisStore, SharedCacheTier};
+use crate::telemetry::audit::AuditLog;
 use crate::telemetry::Metrics;
 use crate::upstream::{Accounts, UpstreamClient};
 
@@ -40,23 +41,28 @@ pub struct Gateway {
     pub max_request_line_bytes: usize,
     /// The shared Redis, when a backend uses it.
     pub redis: Option<Arc<RedisStore>>,
+    /// Where a record of every console URL issued or refused goes.
+    pub audit: AuditLog,
 }
 
 impl Gateway {
     /// Builds the state. `embedded_endpoint` is where the in-process simulator listens, when
     /// the config uses one.
-    pub fn build(
+    ///
+    /// Identity providers' key sets are fetched here, so the gateway is never ready without
+    /// them; their background refreshers stop when the `Gateway` is dropped.
+    pub async fn build(
         config: &Config,
         clock: SharedClock,
         embedded_endpoint: Option<&str>,
     ) -> Result<Gateway, ConfigError> {
         let metrics = Arc::new(Metrics::new(&account_names(config)));
-        Gateway::build_with_metrics(config, clock, embedded_endpoint, metrics)
+        Gateway::build_with_metrics(config, clock, embedded_endpoint, metrics).await
     }
 
     /// Like [`Gateway::build`], but counting into existing metrics: a reload builds the new
     /// gateway this way, so counters continue instead of starting again at zero.
-    pub fn build_with_metrics(
+    pub async fn build_with_metrics(
         config: &Config,
         clock: SharedClock,
         embedded_endpoint: Option<&str>,
@@ -64,9 +70,14 @@ impl Gateway {
     ) -> Result<Gateway, ConfigError> {
         metrics.add_accounts(&account_names(config));
         let mut issues = Vec::new();
-        let verifier = Verifier::from_config(&config.auth, &config.base_dir, clock.clone())
-            .map_err(|e| issues.extend(e))
-            .ok();
+        let verifier = Verifier::from_config(
+            &config.auth,
+            &config.base_dir,
+            clock.clone(),
+            metrics.clone(),
+        )
+        .map_err(|e| issues.extend(e))
+        .ok();
         let accounts = Accounts::from_config(config, embedded_endpoint)
             .map_err(|e| issues.extend(e))
             .ok();
@@ -76,11 +87,18 @@ impl Gateway {
         let shared = SharedBackends::build(config, &metrics, &clock)
             .map_err(|e| issues.extend(e))
             .ok();
-        let (Some(verifier), Some(accounts), Some(upstream), Some(shared)) =
-            (verifier, accounts, upstream, shared)
+        let audit = AuditLog::from_config(&config.audit, &config.base_dir, metrics.clone())
+            .map_err(|e| issues.extend(e))
+            .ok();
+        let (Some(verifier), Some(accounts), Some(upstream), Some(shared), Some(audit)) =
+            (verifier, accounts, upstream, shared, audit)
         else {
             return Err(config.error(issues));
         };
+        verifier
+            .fetch_remote_keys()
+            .await
+            .map_err(|e| config.error(e))?;
 
         let default_quota = Quota::from_tier(&config.rate_limit.default_tier());
         let tier_quotas: HashMap<String, Quota> = config
@@ -125,6 +143,7 @@ impl Gateway {
             ready: AtomicBool::new(false),
             max_request_line_bytes: config.server.max_request_line_bytes,
             redis: shared.store,
+            audit,
         })
     }
 

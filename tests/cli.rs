@@ -195,6 +195,18 @@ async fn the_readme_quick_start_works_and_logs_no_secret() {
     );
     assert_ne!(access[0]["upstream_request_id"], "-");
     assert_eq!(access[1]["error_code"], "BMS.0395");
+    // The default audit sink is stdout, one line per console URL issued or refused, told
+    // apart from the access log by `"log":"audit"`.
+    let audit: Vec<Value> = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["log"] == "audit")
+        .collect();
+    assert_eq!(audit.len(), 2, "{logs}");
+    assert_eq!(audit[0]["decision"], "issued");
+    assert_eq!(audit[0]["request_id"], access[0]["request_id"]);
+    assert_eq!(audit[1]["decision"], "upstream_refused");
+    assert_eq!(audit[1]["reason"], "BMS.0395");
     for secret in [
         token.as_str(),
         url_token.as_str(),
@@ -245,8 +257,8 @@ fn pretty_log_format_prints_for_people() {
             break;
         }
     }
-    let (status, _) = gateway.terminate();
-    assert!(status.success());
+    let (status, rest) = gateway.terminate();
+    assert!(status.success(), "{status:?}: {rest}");
 }
 
 struct RemoveOnDrop(PathBuf);
@@ -384,4 +396,90 @@ async fn simulate_serves_the_bms_api_on_its_own() {
     assert_eq!(stats.json()["remote_console_ok"], 1);
     let (status, _) = sim.terminate();
     assert!(status.success());
+}
+
+fn explain(config: &Path, claims: &Value, server: &str) -> (Option<i32>, String, String) {
+    let claims_file = config.with_extension(format!("claims-{}.json", server.len()));
+    std::fs::write(&claims_file, claims.to_string()).unwrap();
+    let out = Command::new(BIN)
+        .args(["explain", "--config"])
+        .arg(config)
+        .arg("--claims")
+        .arg(&claims_file)
+        .args(["--project", PROJECT, "--server", server])
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn explain_prints_the_decision_and_the_rule_that_made_it() {
+    let dir = std::env::temp_dir().join(format!("bmsgw-explain-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("gateway.toml");
+    let policy = format!(
+        r#"
+[[policy.rules]]
+name = "no-contractors"
+effect = "deny"
+claims = {{ roles = ["contractor"] }}
+projects = ["*"]
+
+[[policy.rules]]
+name = "ops-linux"
+claims = {{ groups = ["ops"] }}
+projects = ["{PROJECT}"]
+servers = ["cf2a8b97-*"]
+rate_limit_tier = "automation"
+"#
+    );
+    let text = TestConfig {
+        policy,
+        extra_rate_limit: "[rate_limit.tiers.automation]\nrequests_per_second = 5\nburst = 50\n"
+            .into(),
+        ..TestConfig::default()
+    }
+    .render();
+    std::fs::write(&config, text).unwrap();
+
+    let ops = serde_json::json!({"iss": ISSUER, "sub": "olga", "groups": ["ops"]});
+    let (code, out, err) = explain(&config, &ops, LINUX);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(
+        out,
+        "subject: olga\nissuer: test\ndecision: allow\nrule: ops-linux\nrate_limit_tier: automation\n"
+    );
+
+    let (code, out, _) = explain(&config, &ops, WINDOWS);
+    assert_eq!(code, Some(3));
+    assert!(
+        out.contains("decision: deny\nrule: none (no allow rule matches: default deny)"),
+        "{out}"
+    );
+
+    let contractor = serde_json::json!({"iss": ISSUER, "sub": "carl", "groups": ["ops"], "roles": ["contractor"]});
+    let (code, out, _) = explain(&config, &contractor, LINUX);
+    assert_eq!(code, Some(3));
+    assert!(
+        out.contains("decision: deny\nrule: no-contractors (explicit deny)"),
+        "{out}"
+    );
+
+    let stranger = serde_json::json!({"iss": "https://elsewhere", "sub": "x", "groups": ["ops"]});
+    let (_, out, _) = explain(&config, &stranger, LINUX);
+    assert!(
+        out.starts_with("note: iss \"https://elsewhere\" is no configured issuer"),
+        "{out}"
+    );
+
+    let (code, _, err) = explain(&config, &serde_json::json!({"groups": ["ops"]}), LINUX);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("the claims have no string \"sub\""), "{err}");
+    let (code, _, err) = explain(&config, &ops, "not-a-uuid");
+    assert_eq!(code, Some(1));
+    assert!(err.contains("is not a server id"), "{err}");
 }

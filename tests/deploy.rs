@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use bms_console_gateway::config::Config;
+use common::idp::{Idp, TestKey};
 use common::redis_server::{self, SHARED_REDIS};
 use common::*;
 use serde::Deserialize;
@@ -242,8 +243,11 @@ fn strings_under(value: &Value, key: &str, into: &mut Vec<String>) {
 }
 
 /// Metric families on a live gateway's `/metrics`. The gateway shares its limits and URLs
-/// through the Redis on 127.0.0.1:6379, so the Redis metrics are part of the scrape too.
+/// through the Redis on 127.0.0.1:6379 and fetches one issuer's keys from a JWKS URL, so the
+/// Redis and JWKS metrics are part of the scrape too.
 async fn exported_metrics() -> BTreeSet<String> {
+    let idp_key = TestKey::es256("deploy");
+    let idp = Idp::start(&[&idp_key]).await;
     let prefix = redis_server::unique_prefix("deploy-metrics");
     let key = redis_server::temp_file(
         "cache-key",
@@ -256,6 +260,13 @@ async fn exported_metrics() -> BTreeSet<String> {
             key.display()
         ),
         extra_sections: redis_server::redis_section(SHARED_REDIS, &prefix, "timeout_ms = 2000"),
+        extra_issuers: format!(
+            "[[auth.issuers]]\nname = \"idp\"\nissuer = \"https://idp.deploy.test\"\n\
+             audiences = [\"{AUDIENCE}\"]\nalgorithms = [\"ES256\"]\n\
+             jwks_url = \"{}\"\nca_file = \"{}\"\n",
+            idp.jwks_url(),
+            idp.ca_file.display()
+        ),
         ..TestConfig::default()
     })
     .await;

@@ -174,10 +174,10 @@ async fn an_acl_user_with_a_password_from_a_secret_file() {
     assert!(!scrape.contains("not-the-password"));
 }
 
-fn config_errors(config: TestConfig) -> String {
+async fn config_errors(config: TestConfig) -> String {
     match Config::from_toml_str(&config.render(), &data_dir(), "test.toml") {
         Err(e) => e.to_string(),
-        Ok(config) => match Gateway::build(&config, SystemClock::shared(), None) {
+        Ok(config) => match Gateway::build(&config, SystemClock::shared(), None).await {
             Err(e) => e.to_string(),
             Ok(_) => panic!("config accepted"),
         },
@@ -190,14 +190,15 @@ async fn misconfigurations_stop_start_up_with_the_key_that_is_wrong() {
         "redis://:hunter2-secret@127.0.0.1:6379",
         "p:",
         "",
-    )));
+    )))
+    .await;
     assert!(
         err.contains("test.toml: redis.url: must not hold credentials"),
         "{err}"
     );
     assert!(!err.contains("hunter2-secret"), "{err}");
 
-    let err = config_errors(limited_in_redis(String::new()));
+    let err = config_errors(limited_in_redis(String::new())).await;
     assert!(
         err.contains("test.toml: redis: rate_limit.backend or cache.backend"),
         "{err}"
@@ -207,7 +208,8 @@ async fn misconfigurations_stop_start_up_with_the_key_that_is_wrong() {
         extra_cache: "backend = \"redis\"\n".into(),
         extra_sections: redis_server::redis_section("redis://127.0.0.1:6379", "p:", ""),
         ..TestConfig::default()
-    });
+    })
+    .await;
     assert!(
         err.contains("test.toml: cache.encryption_key: required"),
         "{err}"
@@ -221,7 +223,8 @@ async fn misconfigurations_stop_start_up_with_the_key_that_is_wrong() {
         ),
         extra_sections: redis_server::redis_section("redis://127.0.0.1:6379", "p:", ""),
         ..TestConfig::default()
-    });
+    })
+    .await;
     assert!(
         err.contains("test.toml: cache.encryption_key: key material must be at least 32 bytes"),
         "{err}"
@@ -231,7 +234,8 @@ async fn misconfigurations_stop_start_up_with_the_key_that_is_wrong() {
         "redis://127.0.0.1:6379",
         "a{b}:",
         "password = \"inline-password\"\ntimeout_ms = 0",
-    )));
+    )))
+    .await;
     assert!(
         err.contains("redis.key_prefix: must not contain braces"),
         "{err}"
@@ -244,16 +248,18 @@ async fn misconfigurations_stop_start_up_with_the_key_that_is_wrong() {
     assert!(!err.contains("inline-password"), "{err}");
 }
 
-#[test]
-fn a_redis_config_builds_offline_as_check_config_does() {
-    // No async runtime and nothing listening: building must neither connect nor need one.
+#[tokio::test]
+async fn a_redis_config_builds_offline_as_check_config_does() {
+    // Nothing listening: building must not need a connection.
     let config = limited_in_redis(redis_server::redis_section(
         &format!("redis://127.0.0.1:{}", closed_port()),
         "p:",
         "",
     ))
     .build();
-    let gateway = Gateway::build(&config, SystemClock::shared(), None).expect("builds offline");
+    let gateway = Gateway::build(&config, SystemClock::shared(), None)
+        .await
+        .expect("builds offline");
     assert!(gateway.redis.is_some());
 }
 

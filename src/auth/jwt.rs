@@ -4,31 +4,44 @@
 //! signature check only once the token names a configured issuer, an allowed algorithm and a
 //! known key:
 //!
-//! 1. size cap, three base64url parts;
-//! 2. header: `alg` must be a known asymmetric algorithm on the issuer's allow-list (so `none`,
-//!    in any spelling, never passes); a `crit` header is refused because we understand no
+//! 1. size cap, three base64url parts, header and claims JSON objects without duplicate keys
+//!    (two parsers could otherwise read two different tokens from one string);
+//! 2. header: `alg` must be a known algorithm on the issuer's allow-list (so `none`, in any
+//!    spelling, never passes; HS* only for an issuer with a shared secret); a `crit` header is refused because we understand no
 //!    extensions; `jku`, `x5u`, `jwk` and `x5c` are ignored, never used to find a key;
 //! 3. issuer from the (not yet trusted) `iss` claim selects which keys and rules apply;
-//! 4. key by `kid` among that issuer's loaded keys, whose bound algorithms must include `alg`;
+//! 4. key by `kid` among that issuer's loaded keys, whose bound algorithms must include `alg`
+//!    (an unknown `kid` makes a remote key set refetch, within its cool-down);
 //! 5. signature (jsonwebtoken's verifier on aws-lc-rs);
 //! 6. claims, on the injected clock: `exp` required and numeric, `nbf`/`iat` numeric when
-//!    present, leeway applied; `aud` (string or array of strings) must name a configured
-//!    audience; the subject claim must be a non-empty string.
+//!    present, leeway applied, lifetime at most the issuer's maximum; `aud` (string or array
+//!    of strings) must name a configured audience; the subject claim must be a non-empty
+//!    string.
+//!
+//! A token that passed is remembered in a bounded cache keyed by its SHA-256 (never the token
+//! itself) until its `exp`, so a tool that calls repeatedly with one token pays for one
+//! signature check. A hit still checks `exp` on the injected clock, and any key-set change
+//! empties the cache, so a rotated-out key's tokens are checked again and refused.
 //!
 //! Nothing downstream sees the raw token: the pipeline keeps only the [`Caller`].
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jsonwebtoken::Algorithm;
 use serde_json::{Map, Value};
 
-use crate::auth::keys::{self, KeySet};
+use crate::auth::jwks::{RefreshTask, RemoteJwks};
+use crate::auth::keys::{self, KeySet, VerifyKey};
 use crate::clock::SharedClock;
 use crate::config::{AuthConfig, ConfigIssue};
 use crate::error::AuthFailure;
+use crate::secret::SecretRef;
+use crate::telemetry::Metrics;
 
 /// Key ids of the repository's public dev keys start with this; loading one logs a warning.
 pub const DEV_KEY_PREFIX: &str = "bmsgw-dev-only";
@@ -56,10 +69,52 @@ impl Caller {
 
 struct Issuer {
     name: Arc<str>,
+    config_key: String,
     audiences: Vec<String>,
     algorithms: Vec<Algorithm>,
     leeway: i64,
-    keys: KeySet,
+    max_lifetime: i64,
+    /// Keys from files and the shared secret: fixed for the life of the gateway.
+    local_keys: KeySet,
+    /// The identity provider's JWKS over HTTPS, when configured.
+    remote: Option<Arc<RemoteJwks>>,
+}
+
+impl Issuer {
+    fn candidates(&self, kid: Option<&str>, alg: Algorithm) -> Vec<VerifyKey> {
+        let mut found: Vec<VerifyKey> = self.local_keys.candidates(kid, alg).cloned().collect();
+        if let Some(remote) = &self.remote {
+            found.extend(remote.keys().candidates(kid, alg).cloned());
+        }
+        found
+    }
+}
+
+/// A token that passed every check, remembered by the hash of the token.
+struct VerifiedToken {
+    caller: Caller,
+    /// Last second (`exp` plus leeway) at which the token is accepted.
+    accept_until: i64,
+    /// The key epoch it was verified under; any key-set change since makes it stale.
+    key_epoch: u64,
+}
+
+/// Keeps a verified token no longer than its `exp` (plus leeway), on the injected clock.
+struct UntilExpiry(SharedClock);
+
+impl moka::Expiry<[u8; 32], Arc<VerifiedToken>> for UntilExpiry {
+    fn expire_after_create(
+        &self,
+        _key: &[u8; 32],
+        value: &Arc<VerifiedToken>,
+        _created_at: Instant,
+    ) -> Option<Duration> {
+        let left = value
+            .accept_until
+            .saturating_sub(self.0.unix_seconds())
+            .max(0);
+        Some(Duration::from_secs(left as u64))
+    }
 }
 
 /// Verifies tokens against every configured issuer.
@@ -68,23 +123,33 @@ pub struct Verifier {
     subject_claim: String,
     max_token_bytes: usize,
     clock: SharedClock,
+    metrics: Arc<Metrics>,
+    cache: Option<moka::sync::Cache<[u8; 32], Arc<VerifiedToken>>>,
+    key_epoch: Arc<AtomicU64>,
+    /// Background JWKS refreshers; dropping the verifier stops them.
+    refresh_tasks: Mutex<Vec<RefreshTask>>,
 }
 
 impl Verifier {
-    /// Builds the verifier, loading every issuer's keys. Problems are reported per config key.
+    /// Builds the verifier, loading every issuer's local keys and resolving shared secrets.
+    /// Remote key sets are fetched by [`Verifier::fetch_remote_keys`]. Problems are reported
+    /// per config key.
     pub fn from_config(
         auth: &AuthConfig,
         base_dir: &std::path::Path,
         clock: SharedClock,
+        metrics: Arc<Metrics>,
     ) -> Result<Verifier, Vec<ConfigIssue>> {
         let mut issues = Vec::new();
         let mut issuers = HashMap::new();
+        let key_epoch = Arc::new(AtomicU64::new(0));
         for (i, cfg) in auth.issuers.iter().enumerate() {
             let key_path = format!("auth.issuers[{i}]");
+            let with_secret = cfg.hmac_secret.is_some();
             let algorithms: Vec<Algorithm> = cfg
                 .algorithms
                 .iter()
-                .filter_map(|a| keys::parse_algorithm(a).ok())
+                .filter_map(|a| keys::parse_algorithm(a, with_secret).ok())
                 .collect();
             let mut loaded = Vec::new();
             if let Some(file) = &cfg.jwks_file {
@@ -95,7 +160,7 @@ impl Verifier {
             }
             let mut pem = Vec::new();
             for (j, k) in cfg.pem_keys.iter().enumerate() {
-                let alg = match keys::parse_algorithm(&k.alg) {
+                let alg = match keys::parse_algorithm(&k.alg, false) {
                     Ok(a) => a,
                     Err(e) => {
                         issues.push(ConfigIssue::new(format!("{key_path}.pem_keys[{j}].alg"), e));
@@ -114,6 +179,25 @@ impl Verifier {
             for set in loaded {
                 all.extend(set.into_keys());
             }
+            if let Some(reference) = &cfg.hmac_secret {
+                let secret = SecretRef::parse(reference).and_then(|r| r.resolve(base_dir));
+                match secret {
+                    Ok(secret) if secret.expose().len() < 32 => issues.push(ConfigIssue::new(
+                        format!("{key_path}.hmac_secret"),
+                        "the shared secret must be at least 32 bytes (RFC 7518, section 3.2)",
+                    )),
+                    Ok(secret) => {
+                        match keys::shared_secret_key(secret.expose().as_bytes(), &algorithms) {
+                            Some(key) => all.push(key),
+                            None => issues.push(ConfigIssue::new(
+                                format!("{key_path}.algorithms"),
+                                "hmac_secret is set but no HS256/HS384/HS512 algorithm is allowed",
+                            )),
+                        }
+                    }
+                    Err(e) => issues.push(ConfigIssue::new(format!("{key_path}.hmac_secret"), e)),
+                }
+            }
             if all.iter().any(|k| {
                 k.kid
                     .as_deref()
@@ -124,9 +208,23 @@ impl Verifier {
                     "ISSUER USES THE PUBLIC DEV SIGNING KEY: anyone can mint accepted tokens; for development and demos only"
                 );
             }
-            if !all
-                .iter()
-                .any(|k| k.algorithms.iter().any(|a| algorithms.contains(a)))
+            let remote = match RemoteJwks::from_config(
+                cfg,
+                base_dir,
+                clock.clone(),
+                metrics.clone(),
+                key_epoch.clone(),
+            ) {
+                Ok(remote) => remote,
+                Err(e) => {
+                    issues.push(ConfigIssue::new(key_path.clone(), e));
+                    None
+                }
+            };
+            if remote.is_none()
+                && !all
+                    .iter()
+                    .any(|k| k.algorithms.iter().any(|a| algorithms.contains(a)))
                 && issues.is_empty()
             {
                 issues.push(ConfigIssue::new(
@@ -138,31 +236,133 @@ impl Verifier {
                 cfg.issuer.clone(),
                 Issuer {
                     name: Arc::from(cfg.name.as_str()),
+                    config_key: key_path,
                     audiences: cfg.audiences.clone(),
                     algorithms,
                     leeway: cfg.leeway_seconds as i64,
-                    keys: KeySet::new(all),
+                    max_lifetime: cfg.max_token_lifetime_seconds.min(i64::MAX as u64) as i64,
+                    local_keys: KeySet::new(all),
+                    remote,
                 },
             );
         }
         if !issues.is_empty() {
             return Err(issues);
         }
+        let cache = (auth.token_cache_max_entries > 0).then(|| {
+            moka::sync::Cache::builder()
+                .max_capacity(auth.token_cache_max_entries)
+                .expire_after(UntilExpiry(clock.clone()))
+                .build()
+        });
         Ok(Verifier {
             issuers,
             subject_claim: auth.subject_claim.clone(),
             max_token_bytes: auth.max_token_bytes,
             clock,
+            metrics,
+            cache,
+            key_epoch,
+            refresh_tasks: Mutex::new(Vec::new()),
         })
+    }
+
+    /// Fetches every remote key set (all at once), then starts their background refreshers.
+    /// A failed first fetch is a start-up error: the gateway never serves without the keys.
+    pub async fn fetch_remote_keys(&self) -> Result<(), Vec<ConfigIssue>> {
+        let remotes: Vec<(&Issuer, &Arc<RemoteJwks>)> = self
+            .issuers
+            .values()
+            .filter_map(|i| i.remote.as_ref().map(|r| (i, r)))
+            .collect();
+        let results =
+            futures_util::future::join_all(remotes.iter().map(|(_, r)| r.initial_fetch())).await;
+        let mut issues = Vec::new();
+        for ((issuer, _), result) in remotes.iter().zip(results) {
+            if let Err(e) = result {
+                issues.push(ConfigIssue::new(
+                    issuer.config_key.clone(),
+                    format!("cannot load the identity provider's keys: {e}"),
+                ));
+            }
+        }
+        if !issues.is_empty() {
+            return Err(issues);
+        }
+        let mut tasks = self.refresh_tasks.lock().unwrap_or_else(|e| e.into_inner());
+        tasks.extend(remotes.iter().map(|(_, r)| r.spawn_refresh()));
+        Ok(())
     }
 
     /// Total number of keys loaded across issuers (for readiness).
     pub fn key_count(&self) -> usize {
-        self.issuers.values().map(|i| i.keys.len()).sum()
+        self.issuers
+            .values()
+            .map(|i| i.local_keys.len() + i.remote.as_ref().map_or(0, |r| r.keys().len()))
+            .sum()
     }
 
-    /// Verifies a bearer token.
-    pub fn verify(&self, token: &str) -> Result<Caller, AuthFailure> {
+    /// Brings the key-set gauges up to date (before a scrape).
+    pub fn update_gauges(&self) {
+        for issuer in self.issuers.values() {
+            if let Some(remote) = &issuer.remote {
+                remote.update_gauges();
+            }
+        }
+    }
+
+    /// Verifies a bearer token, from the verified-token cache when it holds it.
+    pub async fn verify(&self, token: &str) -> Result<Caller, AuthFailure> {
+        if token.len() > self.max_token_bytes {
+            return Err(AuthFailure::TooLarge);
+        }
+        let Some(cache) = &self.cache else {
+            return self.verify_uncached(token).await;
+        };
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
+        let mut key = [0u8; 32];
+        key.copy_from_slice(digest.as_ref());
+        let epoch = self.key_epoch.load(Ordering::Acquire);
+        if let Some(hit) = cache.get(&key) {
+            if hit.key_epoch == epoch {
+                if self.clock.unix_seconds() > hit.accept_until {
+                    cache.invalidate(&key);
+                    return Err(AuthFailure::Expired);
+                }
+                self.metrics
+                    .token_cache_requests
+                    .with_label_values(&["hit"])
+                    .inc();
+                return Ok(hit.caller.clone());
+            }
+        }
+        self.metrics
+            .token_cache_requests
+            .with_label_values(&["miss"])
+            .inc();
+        let (caller, accept_until) = self.verify_checked(token).await?;
+        if self.key_epoch.load(Ordering::Acquire) == epoch {
+            cache.insert(
+                key,
+                Arc::new(VerifiedToken {
+                    caller: caller.clone(),
+                    accept_until,
+                    key_epoch: epoch,
+                }),
+            );
+        } else {
+            // The keys changed while this token was checked: forget everything verified before.
+            cache.invalidate_all();
+        }
+        Ok(caller)
+    }
+
+    async fn verify_uncached(&self, token: &str) -> Result<Caller, AuthFailure> {
+        self.verify_checked(token).await.map(|(caller, _)| caller)
+    }
+
+    /// Every check; returns the caller and the last second the token is accepted.
+    async fn verify_checked(&self, token: &str) -> Result<(Caller, i64), AuthFailure> {
         if token.len() > self.max_token_bytes {
             return Err(AuthFailure::TooLarge);
         }
@@ -204,12 +404,22 @@ impl Verifier {
             return Err(AuthFailure::AlgorithmNotAllowed);
         }
 
+        let mut candidates = issuer.candidates(kid, alg);
+        if candidates.is_empty() {
+            if let Some(remote) = &issuer.remote {
+                // Perhaps the provider rotated: refetch (at most once per cool-down).
+                remote.refetch_for_unknown_kid().await;
+                candidates = issuer.candidates(kid, alg);
+            }
+        }
+        if candidates.is_empty() {
+            return Err(AuthFailure::UnknownKey);
+        }
         let signed_len = header_b64.len() + 1 + payload_b64.len();
         let message = &token.as_bytes()[..signed_len];
-        let mut any_candidate = false;
         let mut verified = false;
-        for key in issuer.keys.candidates(kid, alg) {
-            any_candidate = true;
+        for key in &candidates {
+            self.metrics.signature_verifications.inc();
             if matches!(
                 jsonwebtoken::crypto::verify(signature_b64, message, &key.key, alg),
                 Ok(true)
@@ -218,40 +428,56 @@ impl Verifier {
                 break;
             }
         }
-        if !any_candidate {
-            return Err(AuthFailure::UnknownKey);
-        }
         if !verified {
             return Err(AuthFailure::BadSignature);
         }
 
-        let expires_at = self.check_times(&claims, issuer.leeway)?;
+        let expires_at = self.check_times(&claims, issuer)?;
         check_audience(&claims, &issuer.audiences)?;
         let subject = match claims.get(&self.subject_claim) {
             Some(Value::String(s)) if !s.is_empty() && s.len() <= 256 => s.clone(),
             _ => return Err(AuthFailure::BadClaims),
         };
-        Ok(Caller {
-            subject,
-            issuer_name: issuer.name.clone(),
-            claims: Arc::new(claims),
-            expires_at,
-        })
+        Ok((
+            Caller {
+                subject,
+                issuer_name: issuer.name.clone(),
+                claims: Arc::new(claims),
+                expires_at,
+            },
+            expires_at.saturating_add(issuer.leeway),
+        ))
     }
 
-    /// Checks `exp` (required), `nbf` and `iat` against the clock; returns `exp`.
-    fn check_times(&self, claims: &Map<String, Value>, leeway: i64) -> Result<i64, AuthFailure> {
+    /// Checks `exp` (required), `nbf` and `iat` against the clock, and the token's lifetime
+    /// against the issuer's maximum; returns `exp`.
+    fn check_times(
+        &self,
+        claims: &Map<String, Value>,
+        issuer: &Issuer,
+    ) -> Result<i64, AuthFailure> {
+        let leeway = issuer.leeway;
         let now = self.clock.unix_seconds();
         let exp = numeric_claim(claims, "exp")?.ok_or(AuthFailure::BadClaims)?;
         if now > exp.saturating_add(leeway) {
             return Err(AuthFailure::Expired);
         }
+        let mut issued_at = None;
         for name in ["nbf", "iat"] {
             if let Some(t) = numeric_claim(claims, name)? {
                 if t > now.saturating_add(leeway) {
                     return Err(AuthFailure::NotYetValid);
                 }
+                if name == "iat" {
+                    issued_at = Some(t);
+                }
             }
+        }
+        // Without `iat` the lifetime left is what counts: a token valid for a year is refused
+        // whenever it was minted.
+        let lifetime = exp.saturating_sub(issued_at.unwrap_or(now));
+        if lifetime > issuer.max_lifetime {
+            return Err(AuthFailure::LifetimeTooLong);
         }
         Ok(exp)
     }
@@ -303,8 +529,84 @@ fn decode_json_object(part: &str) -> Result<Map<String, Value>, AuthFailure> {
     let bytes = URL_SAFE_NO_PAD
         .decode(part)
         .map_err(|_| AuthFailure::Malformed)?;
-    match serde_json::from_slice(&bytes) {
-        Ok(Value::Object(map)) => Ok(map),
+    match serde_json::from_slice::<StrictJson>(&bytes) {
+        Ok(StrictJson(Value::Object(map))) => Ok(map),
         _ => Err(AuthFailure::Malformed),
+    }
+}
+
+/// A JSON value whose objects, at any depth, hold each key once. `serde_json` would keep the
+/// last of two equal keys while another parser keeps the first; refusing them means every
+/// party reads the same claims.
+struct StrictJson(Value);
+
+impl<'de> serde::Deserialize<'de> for StrictJson {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StrictVisitor).map(StrictJson)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_string()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(StrictJson(v)) = seq.next_element()? {
+            items.push(v);
+        }
+        Ok(Value::Array(items))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut object = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let StrictJson(value) = map.next_value()?;
+            if object.insert(key, value).is_some() {
+                return Err(serde::de::Error::custom("duplicate key"));
+            }
+        }
+        Ok(Value::Object(object))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn duplicate_keys_are_refused_at_any_depth() {
+        let enc = |s: &str| URL_SAFE_NO_PAD.encode(s);
+        assert!(decode_json_object(&enc(r#"{"a":1,"b":[{"c":2}]}"#)).is_ok());
+        assert!(decode_json_object(&enc(r#"{"a":1,"a":2}"#)).is_err());
+        assert!(decode_json_object(&enc(r#"{"a":{"b":1,"b":1}}"#)).is_err());
+        assert!(decode_json_object(&enc(r#"[1]"#)).is_err());
     }
 }

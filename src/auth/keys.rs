@@ -3,8 +3,9 @@
 //! Every key is bound, when it is loaded, to the algorithms it may verify: the JWK's own `alg`
 //! when it names one, else the algorithms of its key type (and curve). A token's `alg` must be
 //! on that list *and* on the issuer's allow-list, so the algorithm is never taken from the token
-//! alone and a public key can never be used as an HMAC secret: symmetric (`oct`) keys are not
-//! loaded at all.
+//! alone and a public key can never be used as an HMAC secret: symmetric (`oct`) keys in a
+//! JWKS are not loaded at all, and the only HMAC key is an issuer's own configured
+//! `hmac_secret`, bound to that issuer's HS algorithms.
 
 use std::path::Path;
 
@@ -17,6 +18,9 @@ pub struct VerifyKey {
     pub kid: Option<String>,
     pub algorithms: Vec<Algorithm>,
     pub key: DecodingKey,
+    /// Tried whatever `kid` the token names: only an issuer's configured shared secret, which
+    /// has no id to match.
+    pub any_kid: bool,
 }
 
 /// All keys of one issuer.
@@ -47,10 +51,11 @@ impl KeySet {
     ) -> impl Iterator<Item = &'a VerifyKey> + 'a {
         self.keys.iter().filter(move |k| {
             k.algorithms.contains(&alg)
-                && match kid {
-                    Some(kid) => k.kid.as_deref() == Some(kid),
-                    None => true,
-                }
+                && (k.any_kid
+                    || match kid {
+                        Some(kid) => k.kid.as_deref() == Some(kid),
+                        None => true,
+                    })
         })
     }
 
@@ -63,18 +68,38 @@ impl KeySet {
     }
 }
 
-/// Parses an algorithm name from config. HMAC algorithms are refused: this gateway only
-/// accepts tokens signed with an identity provider's private key.
-pub fn parse_algorithm(name: &str) -> Result<Algorithm, String> {
+/// Parses an algorithm name from config. HMAC algorithms are refused unless the issuer is
+/// configured with a shared secret (`with_shared_secret`): otherwise a token could only be
+/// "verified" with a public key as the HMAC secret.
+pub fn parse_algorithm(name: &str, with_shared_secret: bool) -> Result<Algorithm, String> {
     let alg: Algorithm = name.parse().map_err(|_| {
-        format!("unknown algorithm {name:?}; use one of RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA")
+        format!("unknown algorithm {name:?}; use one of RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA (or HS256/384/512 with hmac_secret)")
     })?;
-    if alg.family() == AlgorithmFamily::Hmac {
+    if alg.family() == AlgorithmFamily::Hmac && !with_shared_secret {
         return Err(format!(
-            "{name} needs a shared secret, which this gateway does not accept; use an asymmetric algorithm"
+            "{name} needs a shared secret: set hmac_secret (a secret reference) on this issuer, or use an asymmetric algorithm"
         ));
     }
     Ok(alg)
+}
+
+/// The key of an issuer that signs with a shared secret. It verifies only the HMAC algorithms
+/// on the issuer's allow-list, and nothing else ever does.
+pub fn shared_secret_key(secret: &[u8], allowed: &[Algorithm]) -> Option<VerifyKey> {
+    let algorithms: Vec<Algorithm> = allowed
+        .iter()
+        .copied()
+        .filter(|a| a.family() == AlgorithmFamily::Hmac)
+        .collect();
+    if algorithms.is_empty() {
+        return None;
+    }
+    Some(VerifyKey {
+        kid: None,
+        algorithms,
+        key: DecodingKey::from_secret(secret).ok()?,
+        any_kid: true,
+    })
 }
 
 /// Loads a JWKS document. Keys marked for encryption, symmetric keys and keys of unsupported
@@ -112,6 +137,7 @@ pub fn parse_jwks(text: &str) -> Result<KeySet, String> {
             kid: jwk.common.key_id.clone(),
             algorithms,
             key,
+            any_kid: false,
         });
     }
     if keys.is_empty() {
@@ -140,6 +166,7 @@ pub fn load_pem_key(path: &Path, alg: Algorithm, kid: Option<String>) -> Result<
         kid,
         algorithms: vec![alg],
         key,
+        any_kid: false,
     })
 }
 
@@ -182,9 +209,10 @@ mod tests {
 
     #[test]
     fn hmac_algorithms_are_refused_in_config() {
-        assert!(parse_algorithm("HS256").is_err());
-        assert!(parse_algorithm("none").is_err());
-        assert_eq!(parse_algorithm("ES256").unwrap(), Algorithm::ES256);
+        assert!(parse_algorithm("HS256", false).is_err());
+        assert_eq!(parse_algorithm("HS256", true).unwrap(), Algorithm::HS256);
+        assert!(parse_algorithm("none", true).is_err());
+        assert_eq!(parse_algorithm("ES256", false).unwrap(), Algorithm::ES256);
     }
 
     #[test]

@@ -1,6 +1,9 @@
-//! Who is asking, and may they: token verification (`jwt`), the keys it trusts (`keys`), and
-//! the authorization policy (`policy`).
+//! Who is asking, and may they: token verification (`jwt`), the keys it trusts (`keys`, and
+//! `jwks` for key sets fetched from identity providers), and the authorization policy
+//! (`policy`).
 
+pub mod explain;
+pub mod jwks;
 pub mod jwt;
 pub mod keys;
 pub mod policy;

@@ -1,10 +1,18 @@
 //! Authorization: may this caller open a console on this project's server?
 //!
-//! The policy is a list of allow rules from config. A rule applies to a caller when every
-//! condition it names holds (subject in its list, each named claim holding one of the listed
-//! values), and then grants its projects, optionally narrowed to servers. The first rule that
-//! applies and grants the target wins; when none does, the answer is deny. A rule may also
-//! require a verified TLS client certificate (mutual TLS) with one of the listed subjects.
+//! The policy is a list of rules from config, read like the security policy they enforce. A
+//! rule applies to a caller when every condition it names holds: issuer among its issuers,
+//! subject among its subjects, and each named claim holding one of the listed values (string
+//! claims, arrays of strings such as `groups` or `roles`, and OAuth's space-separated `scope`
+//! matched by word). It covers a target when the project and the server match its lists
+//! (exact ids, `*`, or prefix globs such as `cf2a8b97-*`).
+//!
+//! Any `deny` rule that applies and covers the target refuses, whatever allows it: explicit
+//! denials win. Otherwise the first `allow` rule that applies and covers the target grants
+//! (with its rate-limit tier); when none does, the answer is deny.
+//!
+//! A rule may also require a verified TLS client certificate (mutual TLS) with one of the
+//! listed subjects; without one such a rule never applies.
 
 use std::sync::Arc;
 
@@ -12,7 +20,7 @@ use serde_json::Value;
 
 use crate::auth::Caller;
 use crate::bms::ConsoleTarget;
-use crate::config::PolicyConfig;
+use crate::config::{PolicyConfig, RuleEffect};
 
 /// The policy's answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,14 +31,57 @@ pub enum Decision {
         /// Rate-limit tier the rule assigns, if any.
         tier: Option<Arc<str>>,
     },
-    Deny,
+    Deny {
+        /// The deny rule that refused, or `None` when no rule allowed (default deny).
+        rule: Option<Arc<str>>,
+    },
 }
 
-/// A set of strings, or everything (`*`).
+/// Whether a `servers` entry is valid: a UUID, `*`, or a prefix of one ending in `*`.
+pub fn is_valid_server_pattern(pattern: &str) -> bool {
+    if pattern == "*" {
+        return true;
+    }
+    match pattern.strip_suffix('*') {
+        Some(prefix) => {
+            !prefix.is_empty()
+                && prefix.len() < 36
+                && prefix.chars().all(|c| c.is_ascii_hexdigit() || c == '-')
+        }
+        None => crate::bms::ServerId::parse(pattern).is_ok(),
+    }
+}
+
+/// One id pattern: exact (case-insensitive, ids are hex) or a prefix glob.
+#[derive(Debug)]
+enum Pattern {
+    Exact(String),
+    Prefix(String),
+}
+
+impl Pattern {
+    fn parse(text: &str) -> Pattern {
+        match text.strip_suffix('*') {
+            Some(prefix) => Pattern::Prefix(prefix.to_ascii_lowercase()),
+            None => Pattern::Exact(text.to_ascii_lowercase()),
+        }
+    }
+
+    fn matches(&self, value: &str) -> bool {
+        match self {
+            Pattern::Exact(id) => id.eq_ignore_ascii_case(value),
+            Pattern::Prefix(prefix) => value
+                .get(..prefix.len())
+                .is_some_and(|head| head.eq_ignore_ascii_case(prefix)),
+        }
+    }
+}
+
+/// A set of id patterns, or everything (`*`).
 #[derive(Debug)]
 enum Matcher {
     Any,
-    OneOf(Vec<String>),
+    OneOf(Vec<Pattern>),
 }
 
 impl Matcher {
@@ -38,14 +89,14 @@ impl Matcher {
         if items.is_empty() || items.iter().any(|i| i == "*") {
             Matcher::Any
         } else {
-            Matcher::OneOf(items.iter().map(|i| i.to_ascii_lowercase()).collect())
+            Matcher::OneOf(items.iter().map(|i| Pattern::parse(i)).collect())
         }
     }
 
-    fn matches_ci(&self, value: &str) -> bool {
+    fn matches(&self, value: &str) -> bool {
         match self {
             Matcher::Any => true,
-            Matcher::OneOf(items) => items.iter().any(|i| i.eq_ignore_ascii_case(value)),
+            Matcher::OneOf(patterns) => patterns.iter().any(|p| p.matches(value)),
         }
     }
 }
@@ -53,6 +104,9 @@ impl Matcher {
 #[derive(Debug)]
 struct Rule {
     name: Arc<str>,
+    effect: RuleEffect,
+    /// Issuer names; `None` means any.
+    issuers: Option<Vec<String>>,
     /// Subjects are compared exactly (case matters in identities); `None` means any.
     subjects: Option<Vec<String>>,
     claims: Vec<(String, Vec<String>)>,
@@ -71,16 +125,21 @@ pub struct Policy {
 
 impl Policy {
     pub fn from_config(config: &PolicyConfig) -> Policy {
+        let any_unless_listed = |list: &[String]| {
+            if list.is_empty() || list.iter().any(|s| s == "*") {
+                None
+            } else {
+                Some(list.to_vec())
+            }
+        };
         let rules = config
             .rules
             .iter()
             .map(|r| Rule {
                 name: Arc::from(r.name.as_str()),
-                subjects: if r.subjects.is_empty() || r.subjects.iter().any(|s| s == "*") {
-                    None
-                } else {
-                    Some(r.subjects.clone())
-                },
+                effect: r.effect,
+                issuers: any_unless_listed(&r.issuers),
+                subjects: any_unless_listed(&r.subjects),
                 claims: r
                     .claims
                     .iter()
@@ -95,32 +154,41 @@ impl Policy {
         Policy { rules }
     }
 
-    /// Decides for one caller and target. Default deny.
+    /// Decides for one caller and target: a matching deny rule wins, then the first matching
+    /// allow rule; default deny.
     pub fn decide(&self, caller: &Caller, target: &ConsoleTarget) -> Decision {
         self.decide_with_client_cert(caller, None, target)
     }
 
     /// Decides for one caller, the subject of the connection's verified client certificate
-    /// (mutual TLS; `None` without one) and a target. Default deny.
+    /// (mutual TLS; `None` without one) and a target: a matching deny rule wins, then the first
+    /// matching allow rule; default deny.
     pub fn decide_with_client_cert(
         &self,
         caller: &Caller,
         client_cert: Option<&str>,
         target: &ConsoleTarget,
     ) -> Decision {
-        for rule in &self.rules {
-            if rule.applies_to(caller)
-                && rule.admits_client_cert(client_cert)
-                && rule.projects.matches_ci(target.project.as_str())
-                && rule.servers.matches_ci(target.server.as_str())
-            {
-                return Decision::Allow {
-                    rule: rule.name.clone(),
-                    tier: rule.tier.clone(),
-                };
-            }
+        let matching = |effect: RuleEffect| {
+            self.rules.iter().find(|rule| {
+                rule.effect == effect
+                    && rule.covers(target)
+                    && rule.applies_to(caller)
+                    && rule.admits_client_cert(client_cert)
+            })
+        };
+        if let Some(rule) = matching(RuleEffect::Deny) {
+            return Decision::Deny {
+                rule: Some(rule.name.clone()),
+            };
         }
-        Decision::Deny
+        match matching(RuleEffect::Allow) {
+            Some(rule) => Decision::Allow {
+                rule: rule.name.clone(),
+                tier: rule.tier.clone(),
+            },
+            None => Decision::Deny { rule: None },
+        }
     }
 }
 
@@ -133,7 +201,17 @@ impl Rule {
         }
     }
 
+    fn covers(&self, target: &ConsoleTarget) -> bool {
+        self.projects.matches(target.project.as_str())
+            && self.servers.matches(target.server.as_str())
+    }
+
     fn applies_to(&self, caller: &Caller) -> bool {
+        if let Some(issuers) = &self.issuers {
+            if !issuers.iter().any(|i| **i == *caller.issuer_name) {
+                return false;
+            }
+        }
         if let Some(subjects) = &self.subjects {
             if !subjects.iter().any(|s| s == &caller.subject) {
                 return false;
@@ -161,7 +239,7 @@ fn claim_holds_one_of(claim: Option<&Value>, name: &str, accepted: &[String]) ->
 mod tests {
     use super::*;
     use crate::bms::{ProjectId, ServerId};
-    use crate::config::RuleConfig;
+    use crate::config::{RuleConfig, RuleEffect};
     use serde_json::json;
 
     const P: &str = "bbf1946d374b44a0a2a95533562ba954";
@@ -200,6 +278,8 @@ mod tests {
             servers: servers.iter().map(|s| s.to_string()).collect(),
             rate_limit_tier: None,
             client_certs: Vec::new(),
+            effect: RuleEffect::Allow,
+            issuers: vec![],
         }
     }
 
@@ -222,11 +302,11 @@ mod tests {
         ));
         assert_eq!(
             policy.decide(&caller("alice", json!({})), &target(other)),
-            Decision::Deny
+            Decision::Deny { rule: None }
         );
         assert_eq!(
             policy.decide(&caller("mallory", json!({"groups": "opsx"})), &target(S)),
-            Decision::Deny
+            Decision::Deny { rule: None }
         );
     }
 
@@ -244,9 +324,12 @@ mod tests {
         ));
         assert_eq!(
             policy.decide_with_client_cert(&alice, Some("CN=other, O=Example"), &target(S)),
-            Decision::Deny
+            Decision::Deny { rule: None }
         );
-        assert_eq!(policy.decide(&alice, &target(S)), Decision::Deny);
+        assert_eq!(
+            policy.decide(&alice, &target(S)),
+            Decision::Deny { rule: None }
+        );
     }
 
     #[test]
@@ -266,7 +349,36 @@ mod tests {
                 &caller("x", json!({"scope": "openid bms:consoles"})),
                 &target(S)
             ),
-            Decision::Deny
+            Decision::Deny { rule: None }
         );
+    }
+
+    #[test]
+    fn deny_rules_win_and_server_globs_match_by_prefix() {
+        let mut deny = rule("no-contractors", &[], &[("roles", &["contractor"])], &[]);
+        deny.effect = RuleEffect::Deny;
+        let mut by_issuer = rule("corp-only", &["*"], &[], &["cf2a8b97-*"]);
+        by_issuer.issuers = vec!["t".into()];
+        let policy = Policy::from_config(&PolicyConfig {
+            rules: vec![by_issuer, deny],
+        });
+        assert!(matches!(
+            policy.decide(&caller("x", json!({"roles": ["dev"]})), &target(S)),
+            Decision::Allow { rule, .. } if &*rule == "corp-only"
+        ));
+        assert!(matches!(
+            policy.decide(&caller("x", json!({"roles": ["dev", "contractor"]})), &target(S)),
+            Decision::Deny { rule: Some(rule) } if &*rule == "no-contractors"
+        ));
+        assert_eq!(
+            policy.decide(
+                &caller("x", json!({})),
+                &target("cf2a8b98-b5c6-47ef-9714-eb27adf26e5b")
+            ),
+            Decision::Deny { rule: None }
+        );
+        assert!(is_valid_server_pattern("cf2a8b97-*"));
+        assert!(!is_valid_server_pattern("web-*"));
+        assert!(!is_valid_server_pattern("cf2a8b97"));
     }
 }

@@ -44,6 +44,20 @@ pub struct Metrics {
     pub redis_fallback_active: IntGauge,
     pub redis_fallbacks: IntCounterVec,
     pub rate_limit_decisions: IntCounterVec,
+    pub jwks_fetches: IntCounterVec,
+    pub jwks_key_set_age: IntGaugeVec,
+    pub jwks_keys: IntGaugeVec,
+    pub token_cache_requests: IntCounterVec,
+    pub signature_verifications: IntCounter,
+    pub audit_records: IntCounterVec,
+}
+
+fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry
+        .register(Box::new(g.clone()))
+        .expect("unique metric");
+    g
 }
 
 /// Redis round trips on a healthy network take well under a millisecond; the top buckets show
@@ -274,6 +288,48 @@ impl Metrics {
         }
         cache_requests.with_label_values(&["shared_hit"]);
 
+        let jwks_fetches = counter_vec(
+            &registry,
+            "bmsgw_jwks_fetches_total",
+            "JWKS (and discovery) fetches from identity providers, by issuer and result (success, failure).",
+            &["issuer", "result"],
+        );
+        let jwks_key_set_age = gauge_vec(
+            &registry,
+            "bmsgw_jwks_key_set_age_seconds",
+            "Seconds since the issuer's key set was last fetched successfully.",
+            &["issuer"],
+        );
+        let jwks_keys = gauge_vec(
+            &registry,
+            "bmsgw_jwks_keys",
+            "Keys in the issuer's fetched key set.",
+            &["issuer"],
+        );
+        let token_cache_requests = counter_vec(
+            &registry,
+            "bmsgw_token_cache_requests_total",
+            "Verified-token cache lookups by outcome (hit: signature check skipped, miss).",
+            &["outcome"],
+        );
+        let signature_verifications = counter(
+            &registry,
+            "bmsgw_token_signature_verifications_total",
+            "Token signatures checked (cache hits skip the check).",
+        );
+        let audit_records = counter_vec(
+            &registry,
+            "bmsgw_audit_records_total",
+            "Audit records by result: written, dropped (queue full) or failed (the sink refused the write).",
+            &["result"],
+        );
+        for outcome in ["hit", "miss"] {
+            token_cache_requests.with_label_values(&[outcome]);
+        }
+        for result in ["written", "dropped", "failed"] {
+            audit_records.with_label_values(&[result]);
+        }
+
         for reason in AuthFailure::ALL {
             auth_failures.with_label_values(&[reason.label()]);
         }
@@ -309,6 +365,12 @@ impl Metrics {
             redis_fallback_active,
             redis_fallbacks,
             rate_limit_decisions,
+            jwks_fetches,
+            jwks_key_set_age,
+            jwks_keys,
+            token_cache_requests,
+            signature_verifications,
+            audit_records,
         };
         metrics.add_accounts(accounts);
         metrics

@@ -1,6 +1,8 @@
-//! What the gateway tells its operators: Prometheus metrics (`metrics`) and structured logs
-//! (`logging`), joined to callers' traces through `trace_context`.
+//! What the gateway tells its operators: Prometheus metrics (`metrics`), structured logs
+//! (`logging`) joined to callers' traces through `trace_context`, and the audit trail of
+//! console URLs issued and refused (`audit`).
 
+pub mod audit;
 pub mod logging;
 pub mod metrics;
 pub mod trace_context;

@@ -239,7 +239,7 @@ pub fn build_request(
         .map_err(|_| GatewayError::Internal)
 }
 
-fn add_ca_file(roots: &mut rustls::RootCertStore, path: &Path) -> Result<(), String> {
+pub(crate) fn add_ca_file(roots: &mut rustls::RootCertStore, path: &Path) -> Result<(), String> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::CertificateDer;
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)

@@ -2,6 +2,7 @@
 //! and speaks HTTP to them.
 #![allow(dead_code)]
 
+pub mod idp;
 pub mod redis_server;
 
 use std::path::{Path, PathBuf};
@@ -61,6 +62,10 @@ pub struct TestConfig {
     pub extra_cache: String,
     /// Whole sections appended at the end, e.g. `[redis]`.
     pub extra_sections: String,
+    /// More `[[auth.issuers]]` blocks, after the standard one.
+    pub extra_issuers: String,
+    /// Appended at the end of the file (e.g. `[audit]`, `[auth]` settings).
+    pub extra_config: String,
 }
 
 impl Default for TestConfig {
@@ -86,6 +91,8 @@ projects = ["{PROJECT}"]
             extra_upstream: String::new(),
             extra_cache: String::new(),
             extra_sections: String::new(),
+            extra_issuers: String::new(),
+            extra_config: String::new(),
         }
     }
 }
@@ -112,6 +119,7 @@ pem_keys = [
   {{ kid = "rs", alg = "RS256", file = "keys/rs256-public.pem" }},
   {{ kid = "ed", alg = "EdDSA", file = "keys/ed25519-public.pem" }},
 ]
+{extra_issuers}
 
 [rate_limit]
 requests_per_second = {rate}
@@ -139,6 +147,7 @@ secret_key = "file:test-secret-key"
 {policy}
 
 {extra_sections}
+{extra_config}
 "#,
             rate = self.rate_per_second,
             burst = self.burst,
@@ -152,6 +161,8 @@ secret_key = "file:test-secret-key"
             extra_upstream = self.extra_upstream,
             extra_cache = self.extra_cache,
             extra_sections = self.extra_sections,
+            extra_issuers = self.extra_issuers,
+            extra_config = self.extra_config,
             ca_file = self
                 .upstream_ca_file
                 .as_ref()
