@@ -316,3 +316,37 @@ async fn a_value_sealed_under_another_key_is_replaced_not_served() {
     );
     redis_server::cleanup(SHARED_REDIS, &prefix).await;
 }
+
+#[tokio::test]
+async fn no_cache_on_one_replica_replaces_the_url_every_replica_serves() {
+    let prefix = redis_server::unique_prefix("nocache");
+    let sim = start_simulator(TEST_AK, TEST_SK).await;
+    let key_file = encryption_key_file();
+    let a = Harness::start(cache_replica_config(&prefix, &sim.endpoint(), &key_file)).await;
+    let b = Harness::start(cache_replica_config(&prefix, &sim.endpoint(), &key_file)).await;
+    let first = a.console("alice", LINUX).await;
+
+    let token = b.token("bob");
+    let forced = b
+        .post(
+            &console_path(PROJECT, LINUX),
+            &[
+                ("authorization", &format!("Bearer {token}")),
+                ("cache-control", "no-cache"),
+            ],
+            BODY,
+        )
+        .await;
+    assert_eq!(forced.status, 200);
+    assert_eq!(forced.header("x-cache"), Some("miss"));
+    assert_ne!(forced.url(), first.url());
+    assert_eq!(sim.stats().remote_console_ok, 2);
+
+    // A replica without a local copy now gets the replacement from Redis.
+    let c = Harness::start(cache_replica_config(&prefix, &sim.endpoint(), &key_file)).await;
+    let reply = c.console("carol", LINUX).await;
+    assert_eq!(reply.header("x-cache"), Some("hit"));
+    assert_eq!(reply.url(), forced.url());
+    assert_eq!(sim.stats().remote_console_ok, 2);
+    redis_server::cleanup(SHARED_REDIS, &prefix).await;
+}
