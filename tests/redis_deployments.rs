@@ -306,3 +306,97 @@ fn check_config_accepts_the_replicas_example_offline_and_names_a_missing_secret(
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn the_real_binary_warns_once_about_redis_and_logs_no_redis_secret() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let port = closed_port();
+    let _redis = PrivateRedis::start_with(
+        port,
+        vec![
+            "--port".into(),
+            port.to_string(),
+            "--requirepass".into(),
+            "the-real-redis-password".into(),
+        ],
+        Some(format!("redis://:the-real-redis-password@127.0.0.1:{port}")),
+    )
+    .await;
+    let wrong_password = "wrong-redis-password-do-not-log";
+    let key_material = "cache-key-material-that-must-never-be-logged-0123";
+    let password_file = redis_server::temp_file("pw", wrong_password.as_bytes());
+    let key_file = redis_server::temp_file("key", key_material.as_bytes());
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(repo.join("config/gateway.toml"))
+        .unwrap()
+        .replace("127.0.0.1:8080", "127.0.0.1:0")
+        .replace("127.0.0.1:9901", "127.0.0.1:0")
+        .replace("burst = 50\n", "burst = 50\nbackend = \"redis\"\n")
+        .replace(
+            "scope = \"shared\"\n",
+            &format!(
+                "scope = \"shared\"\nbackend = \"redis\"\nencryption_key = \"file:{}\"\n",
+                key_file.display()
+            ),
+        )
+        + &format!(
+            "\n[redis]\nurl = \"redis://127.0.0.1:{port}\"\npassword = \"file:{}\"\n",
+            password_file.display()
+        );
+    let config = repo.join(format!("config/test-redis-{}.toml", std::process::id()));
+    std::fs::write(&config, text).unwrap();
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bms-console-gateway"))
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let listening = loop {
+        let line = rx
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("no start-up line; saw:\n{}", seen.join("\n")));
+        seen.push(line.clone());
+        if line.contains("bms-console-gateway listening") {
+            break line;
+        }
+    };
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let _ = child.wait();
+    std::fs::remove_file(&config).unwrap();
+    while let Ok(line) = rx.recv_timeout(std::time::Duration::from_secs(5)) {
+        seen.push(line);
+    }
+    let all = seen.join("\n");
+    assert!(
+        listening.contains("listening"),
+        "the gateway serves without Redis"
+    );
+    let warnings: Vec<&String> = seen
+        .iter()
+        .filter(|l| l.contains("Redis unavailable; applying the fallback"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{all}");
+    let warning: serde_json::Value = serde_json::from_str(warnings[0]).unwrap();
+    assert_eq!(warning["level"], "WARN");
+    assert_eq!(warning["error"], "auth", "{warning}");
+    assert_eq!(warning["fallback"], "local");
+    for secret in [wrong_password, "the-real-redis-password", key_material] {
+        assert!(!all.contains(secret), "{secret} in the log:\n{all}");
+    }
+}

@@ -33,7 +33,7 @@ fn config(redis_url: &str, fallback: &str, burst: u32, cache_too: bool) -> TestC
         extra_sections: redis_server::redis_section(
             redis_url,
             &redis_server::unique_prefix("faults"),
-            &format!("timeout_ms = 200\nretry_interval_ms = 1000\nfallback = \"{fallback}\""),
+            &format!("timeout_ms = 500\nretry_interval_ms = 1000\nfallback = \"{fallback}\""),
         ),
         ..TestConfig::default()
     }
@@ -117,7 +117,7 @@ async fn a_paused_redis_costs_at_most_the_budget_and_deny_answers_503() {
     assert_eq!(h.console("alice", LINUX).await.status, 200);
 
     // Redis stops answering for 3 s (a paused Redis blocks even CLIENT UNPAUSE, so the pause
-    // runs out by itself); the budget is 200 ms. A request that waited for Redis would get a
+    // runs out by itself); the budget is 500 ms. A request that waited for Redis would get a
     // 200 once the pause ends: the 503 shows it gave up at the budget.
     redis.command(&["CLIENT", "PAUSE", "3000", "ALL"]).await;
     let reply = bounded(h.console("alice", LINUX)).await;

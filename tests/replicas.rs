@@ -316,3 +316,188 @@ async fn a_value_sealed_under_another_key_is_replaced_not_served() {
     );
     redis_server::cleanup(SHARED_REDIS, &prefix).await;
 }
+
+#[tokio::test]
+async fn no_cache_on_one_replica_replaces_the_url_every_replica_serves() {
+    let prefix = redis_server::unique_prefix("nocache");
+    let sim = start_simulator(TEST_AK, TEST_SK).await;
+    let key_file = encryption_key_file();
+    let a = Harness::start(cache_replica_config(&prefix, &sim.endpoint(), &key_file)).await;
+    let b = Harness::start(cache_replica_config(&prefix, &sim.endpoint(), &key_file)).await;
+    let first = a.console("alice", LINUX).await;
+
+    let token = b.token("bob");
+    let forced = b
+        .post(
+            &console_path(PROJECT, LINUX),
+            &[
+                ("authorization", &format!("Bearer {token}")),
+                ("cache-control", "no-cache"),
+            ],
+            BODY,
+        )
+        .await;
+    assert_eq!(forced.status, 200);
+    assert_eq!(forced.header("x-cache"), Some("miss"));
+    assert_ne!(forced.url(), first.url());
+    assert_eq!(sim.stats().remote_console_ok, 2);
+
+    // A replica without a local copy now gets the replacement from Redis.
+    let c = Harness::start(cache_replica_config(&prefix, &sim.endpoint(), &key_file)).await;
+    let reply = c.console("carol", LINUX).await;
+    assert_eq!(reply.header("x-cache"), Some("hit"));
+    assert_eq!(reply.url(), forced.url());
+    assert_eq!(sim.stats().remote_console_ok, 2);
+    redis_server::cleanup(SHARED_REDIS, &prefix).await;
+}
+
+/// The Redis keys of the demo Linux server's shared URL and its fetch lock.
+fn url_keys(prefix: &str) -> (String, String) {
+    let digest =
+        bms_console_gateway::shared::store::digest(&format!("{PROJECT}|{LINUX}|serial|serial|"));
+    let value = format!("{prefix}url:{{{digest}}}");
+    (value.clone(), format!("{value}:lock"))
+}
+
+async fn cache_reads(h: &Harness) -> f64 {
+    metric(
+        &h.metrics().await,
+        r#"bmsgw_redis_command_duration_seconds_count{command="cache_read"}"#,
+    )
+}
+
+#[tokio::test]
+async fn a_replica_waits_for_the_fetch_another_replica_holds_the_lock_for() {
+    let prefix = redis_server::unique_prefix("waiter");
+    let sim = start_simulator(TEST_AK, TEST_SK).await;
+    let key_file = encryption_key_file();
+    let h = Harness::start(cache_replica_config(&prefix, &sim.endpoint(), &key_file)).await;
+    // Another replica holds the lock: it is calling the cloud.
+    let (value_key, lock_key) = url_keys(&prefix);
+    let mut conn = redis_server::connect(SHARED_REDIS).await;
+    let _: () = redis::cmd("SET")
+        .arg(&lock_key)
+        .arg("other-replica")
+        .arg("PX")
+        .arg(10_000)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+
+    let waiting = tokio::spawn({
+        let client = h.client.clone();
+        let url = format!("{}{}", h.gateway.public_url(), console_path(PROJECT, LINUX));
+        let auth = format!("Bearer {}", h.token("alice"));
+        async move {
+            send(
+                &client,
+                http::Method::POST,
+                &url,
+                &[
+                    ("authorization", &auth),
+                    ("content-type", "application/json"),
+                ],
+                BODY.to_string(),
+            )
+            .await
+        }
+    });
+    // Once this replica has looked (and found the lock), the other replica's URL arrives.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while cache_reads(&h).await < 2.0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the replica never looked"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let material = std::fs::read_to_string(key_file.strip_prefix("file:").unwrap()).unwrap();
+    let sealer = bms_console_gateway::shared::seal::Sealer::new(
+        &bms_console_gateway::secret::Secret::new(material.trim_end()),
+    )
+    .unwrap();
+    let url = "https://console.bms.sim.invalid/serial/?token=fetched-by-the-other-replica";
+    let sealed = sealer.seal(
+        &value_key,
+        serde_json::json!({"url": url, "upstream_request_id": null})
+            .to_string()
+            .as_bytes(),
+    );
+    let _: () = redis::cmd("SET")
+        .arg(&value_key)
+        .arg(sealed)
+        .arg("PX")
+        .arg(30_000)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: i64 = redis::cmd("DEL")
+        .arg(&lock_key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+
+    let reply = waiting.await.unwrap();
+    assert_eq!(reply.status, 200);
+    assert_eq!(
+        reply.url(),
+        url,
+        "the other replica's URL, not one of its own"
+    );
+    assert_eq!(reply.header("x-cache"), Some("miss"));
+    assert_eq!(
+        sim.stats().remote_console_ok,
+        0,
+        "this replica never called the cloud"
+    );
+    assert_eq!(
+        metric(
+            &h.metrics().await,
+            r#"bmsgw_cache_requests_total{outcome="coalesced"}"#
+        ),
+        1.0
+    );
+    redis_server::cleanup(SHARED_REDIS, &prefix).await;
+}
+
+#[tokio::test]
+async fn a_lock_left_by_a_replica_that_died_only_delays_the_next_fetch() {
+    let prefix = redis_server::unique_prefix("deadlock");
+    let sim = start_simulator(TEST_AK, TEST_SK).await;
+    let h = Harness::start(cache_replica_config(
+        &prefix,
+        &sim.endpoint(),
+        &encryption_key_file(),
+    ))
+    .await;
+    // A replica took the fetch lock and vanished: the URL never comes, the lock expires by
+    // itself (here after 300 ms).
+    let (_, lock_key) = url_keys(&prefix);
+    let mut conn = redis_server::connect(SHARED_REDIS).await;
+    let _: () = redis::cmd("SET")
+        .arg(&lock_key)
+        .arg("a-replica-that-died")
+        .arg("PX")
+        .arg(300)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+
+    let reply = h.console("alice", LINUX).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(
+        reply.header("x-cache"),
+        Some("miss"),
+        "this replica took over the fetch"
+    );
+    assert_eq!(sim.stats().remote_console_ok, 1);
+    assert!(cache_reads(&h).await >= 2.0, "it waited for the lock first");
+    let keys = redis_server::keys(SHARED_REDIS, &prefix).await;
+    assert_eq!(
+        keys.len(),
+        1,
+        "the URL is stored and the lock released: {keys:?}"
+    );
+    assert!(!keys[0].ends_with(":lock"));
+    redis_server::cleanup(SHARED_REDIS, &prefix).await;
+}

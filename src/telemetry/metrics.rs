@@ -250,6 +250,15 @@ impl Metrics {
         registry
             .register(Box::new(redis_duration.clone()))
             .expect("unique metric");
+        for command in [
+            "rate_limit",
+            "cache_read",
+            "cache_store",
+            "cache_unlock",
+            "ping",
+        ] {
+            redis_duration.with_label_values(&[command]);
+        }
         let redis_errors = counter_vec(
             &registry,
             "bmsgw_redis_errors_total",
