@@ -160,10 +160,21 @@ async fn serve(path: PathBuf, fmt: Option<LogFormatArg>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    telemetry::logging::init(
-        log_format(fmt, config.logging.format),
-        &config.logging.level,
-    );
+    let format = log_format(fmt, config.logging.format);
+    let otlp = match telemetry::otlp::OtlpExport::start(&config.tracing) {
+        Ok(Some((export, tracer))) => {
+            telemetry::logging::init_with_tracer(format, &config.logging.level, tracer);
+            Some(export)
+        }
+        Ok(None) => {
+            telemetry::logging::init(format, &config.logging.level);
+            None
+        }
+        Err(e) => {
+            eprintln!("{}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+    };
     let signals = Signals::install();
     let running = match server::start(config).await {
         Ok(r) => r,
@@ -176,6 +187,9 @@ async fn serve(path: PathBuf, fmt: Option<LogFormatArg>) -> ExitCode {
     serve_until_stopped(&running, signals).await;
     tracing::info!("shutting down: readiness off, draining in-flight requests");
     running.shutdown_gracefully().await;
+    if let Some(otlp) = otlp {
+        otlp.shutdown().await;
+    }
     tracing::info!("stopped");
     ExitCode::SUCCESS
 }
