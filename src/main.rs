@@ -290,7 +290,18 @@ fn check_config(path: PathBuf) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match state::Gateway::build(&config, SystemClock::shared(), None) {
+    let built = state::Gateway::build(&config, SystemClock::shared(), None).and_then(|gateway| {
+        // The certificate files, as `serve` loads them when it binds the public listener.
+        match &config.server.tls {
+            None => Ok(gateway),
+            Some(tls) => {
+                bms_console_gateway::tls::TlsState::load(tls, &config.base_dir, &gateway.metrics)
+                    .map(|_| gateway)
+                    .map_err(|issues| config.error(issues))
+            }
+        }
+    });
+    match built {
         Ok(_) => {
             println!("{}: ok", path.display());
             ExitCode::SUCCESS
