@@ -43,6 +43,7 @@ pub async fn handle_with_reload<B>(
 /// `POST /-/reload`: 200 when the new config serves, else the flat error shape with the
 /// problems (the old config keeps serving).
 async fn reload(reloader: &Reloader) -> Response<Full<Bytes>> {
+    let request_id = uuid::Uuid::new_v4().simple().to_string();
     let (status, body) = match reloader.reload().await {
         Ok(()) => (StatusCode::OK, serde_json::json!({"status": "reloaded"})),
         Err(e) => {
@@ -51,7 +52,6 @@ async fn reload(reloader: &Reloader) -> Response<Full<Bytes>> {
                 ReloadError::NoConfigFile => (StatusCode::CONFLICT, "BMSGW.0703"),
                 ReloadError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "BMSGW.0704"),
             };
-            let request_id = uuid::Uuid::new_v4().simple().to_string();
             let body = serde_json::json!({
                 "error_code": code,
                 "error_msg": format!("config not reloaded: {e}"),
@@ -66,6 +66,9 @@ async fn reload(reloader: &Reloader) -> Response<Full<Bytes>> {
         header::CONTENT_TYPE,
         header::HeaderValue::from_static("application/json"),
     );
+    if let Ok(v) = header::HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert("x-request-id", v);
+    }
     response
 }
 

@@ -80,6 +80,8 @@ pub struct Config {
     pub logging: LoggingConfig,
     #[serde(default)]
     pub audit: AuditConfig,
+    #[serde(default)]
+    pub tracing: TracingConfig,
 
     /// Directory of the config file; relative paths are resolved against it.
     #[serde(skip)]
@@ -584,6 +586,28 @@ impl Default for LoggingConfig {
     }
 }
 
+/// Optional export of request spans over OTLP (HTTP, protobuf); off unless an endpoint is set.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TracingConfig {
+    /// The collector's full traces URL, e.g. `http://127.0.0.1:4318/v1/traces`.
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` of the exported spans.
+    pub service_name: String,
+    /// Share of new traces exported (0 to 1); a caller's `traceparent` decides for its own.
+    pub sample_ratio: f64,
+}
+
+impl Default for TracingConfig {
+    fn default() -> Self {
+        TracingConfig {
+            otlp_endpoint: None,
+            service_name: "bms-console-gateway".into(),
+            sample_ratio: 1.0,
+        }
+    }
+}
+
 impl Config {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -683,6 +707,7 @@ impl Config {
                 "timeout_ms and connect_timeout_ms must be above 0",
             ));
         }
+        self.validate_tracing(&mut issues);
         let served = self.validate_accounts(&mut issues);
         self.validate_policy(&served, &mut issues);
         self.validate_redis(&mut issues);
@@ -820,6 +845,33 @@ impl Config {
             issues.push(ConfigIssue::new(
                 "server.max_header_bytes",
                 "must be at least 8192 (tokens alone can take several KiB, and HTTP/1's read buffer cannot be smaller)",
+            ));
+        }
+    }
+
+    fn validate_tracing(&self, issues: &mut Vec<ConfigIssue>) {
+        let t = &self.tracing;
+        if let Some(endpoint) = &t.otlp_endpoint {
+            let ok = endpoint.parse::<http::Uri>().is_ok_and(|u| {
+                matches!(u.scheme_str(), Some("http") | Some("https")) && u.host().is_some()
+            });
+            if !ok {
+                issues.push(ConfigIssue::new(
+                    "tracing.otlp_endpoint",
+                    "must be an http(s) URL such as http://127.0.0.1:4318/v1/traces",
+                ));
+            }
+        }
+        if !(0.0..=1.0).contains(&t.sample_ratio) {
+            issues.push(ConfigIssue::new(
+                "tracing.sample_ratio",
+                "must be between 0 and 1",
+            ));
+        }
+        if t.service_name.is_empty() {
+            issues.push(ConfigIssue::new(
+                "tracing.service_name",
+                "must not be empty",
             ));
         }
     }

@@ -180,10 +180,21 @@ async fn serve(path: PathBuf, fmt: Option<LogFormatArg>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    telemetry::logging::init(
-        log_format(fmt, config.logging.format),
-        &config.logging.level,
-    );
+    let format = log_format(fmt, config.logging.format);
+    let otlp = match telemetry::otlp::OtlpExport::start(&config.tracing) {
+        Ok(Some((export, tracer))) => {
+            telemetry::logging::init_with_tracer(format, &config.logging.level, tracer);
+            Some(export)
+        }
+        Ok(None) => {
+            telemetry::logging::init(format, &config.logging.level);
+            None
+        }
+        Err(e) => {
+            eprintln!("{}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+    };
     let signals = Signals::install();
     let running = match server::start(config).await {
         Ok(r) => r,
@@ -196,6 +207,9 @@ async fn serve(path: PathBuf, fmt: Option<LogFormatArg>) -> ExitCode {
     serve_until_stopped(&running, signals).await;
     tracing::info!("shutting down: readiness off, draining in-flight requests");
     running.shutdown_gracefully().await;
+    if let Some(otlp) = otlp {
+        otlp.shutdown().await;
+    }
     tracing::info!("stopped");
     ExitCode::SUCCESS
 }
@@ -296,7 +310,19 @@ async fn check_config(path: PathBuf) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match state::Gateway::build(&config, SystemClock::shared(), None).await {
+    let built = match state::Gateway::build(&config, SystemClock::shared(), None).await {
+        // The certificate files, as `serve` loads them when it binds the public listener.
+        Ok(gateway) => match &config.server.tls {
+            None => Ok(gateway),
+            Some(tls) => {
+                bms_console_gateway::tls::TlsState::load(tls, &config.base_dir, &gateway.metrics)
+                    .map(|_| gateway)
+                    .map_err(|issues| config.error(issues))
+            }
+        },
+        Err(e) => Err(e),
+    };
+    match built {
         Ok(_) => {
             println!("{}: ok", path.display());
             ExitCode::SUCCESS

@@ -23,6 +23,7 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
+use tracing::Instrument;
 
 use crate::auth::{Caller, Decision};
 use crate::bms::{self, ConsoleKind, ConsoleTarget, RouteMatch};
@@ -93,7 +94,8 @@ pub async fn handle(state: &Arc<Gateway>, request: Request<Incoming>) -> Respons
     ctx.connection = request.extensions().get::<ConnectionInfo>().cloned();
     ctx.trace = TraceContext::from_headers(request.headers());
     ctx.forwarded_for = trusted_forwarded_for(state, &ctx, request.headers());
-    let result = run(state, request, &mut ctx).await;
+    let span = crate::telemetry::otlp::request_span(&ctx.request_id, ctx.trace.as_ref());
+    let result = run(state, request, &mut ctx).instrument(span).await;
     let error_code = result.as_ref().err().map(|e| e.code().to_string());
     audit(state, &ctx, &result, error_code.as_deref());
     let response = respond(&ctx, result);

@@ -13,8 +13,8 @@
 //! cache settings (the cache starts empty), accounts and their secrets, upstream settings and
 //! `server.body_read_timeout_ms` / `server.max_request_line_bytes`. What it does not change: the
 //! listeners (`listen`, `admin_listen`, `tls`), the connection settings read when they were
-//! bound (limits, timeouts, drain), logging, and the embedded simulator. Changed values there
-//! are ignored with a warning naming them; they take a restart.
+//! bound (limits, timeouts, drain), logging, tracing export, and the embedded simulator.
+//! Changed `server.*` values are ignored with a warning naming them; they take a restart.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -324,7 +324,8 @@ async fn serve<F, Fut>(
         let stop = stopped.clone();
         connections.spawn(async move {
             let _slot = slot;
-            metrics.connections_open.inc();
+            // A guard, so a connection cut at the drain deadline (its task aborted) still counts down.
+            let _open = OpenConnection::count(metrics.clone());
             match tls {
                 None => {
                     let info = ConnectionInfo { peer, client: None };
@@ -358,7 +359,6 @@ async fn serve<F, Fut>(
                     }
                 }
             }
-            metrics.connections_open.dec();
         });
     };
     drop(listener.socket);
@@ -431,6 +431,22 @@ async fn serve_connection<I, F, Fut>(
                 }
             }
         }
+    }
+}
+
+/// Counts one connection in `bmsgw_connections_open` while it lives.
+struct OpenConnection(Arc<crate::telemetry::Metrics>);
+
+impl OpenConnection {
+    fn count(metrics: Arc<crate::telemetry::Metrics>) -> OpenConnection {
+        metrics.connections_open.inc();
+        OpenConnection(metrics)
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.connections_open.dec();
     }
 }
 

@@ -4,7 +4,7 @@
 //! files into a rustls `ServerConfig` that offers TLS 1.2 and 1.3 only and ALPN `h2` and
 //! `http/1.1`. A watcher re-reads the files when their contents change; each new handshake takes
 //! the newest config while established connections keep theirs, so a rotation drops nothing. A
-//! broken new file keeps the old config in use and is logged and counted.
+//! broken new file keeps the old config in use and is logged and counted (once per change).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -30,6 +30,8 @@ pub struct ClientIdentity {
 pub struct TlsState {
     current: RwLock<Arc<ServerConfig>>,
     files: TlsFiles,
+    /// What the files held when `current` was loaded; a change is a difference from this.
+    loaded_fingerprint: Vec<u8>,
 }
 
 #[derive(Clone)]
@@ -63,6 +65,7 @@ impl TlsState {
         Ok(TlsState {
             current: RwLock::new(loaded.config),
             files,
+            loaded_fingerprint: loaded.fingerprint,
         })
     }
 
@@ -81,7 +84,9 @@ impl TlsState {
         metrics: Arc<Metrics>,
         mut stop: watch::Receiver<bool>,
     ) {
-        let mut last = load(&self.files).map(|l| l.fingerprint).unwrap_or_default();
+        let mut last = self.loaded_fingerprint.clone();
+        // A broken file is reported once per change, not at every check.
+        let mut last_failure: Option<Vec<u8>> = None;
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(interval) => {}
@@ -90,13 +95,19 @@ impl TlsState {
             match load(&self.files) {
                 Ok(loaded) if loaded.fingerprint != last => {
                     last = loaded.fingerprint;
+                    last_failure = None;
                     metrics.tls_certificate_expiry.set(loaded.not_after_unix);
                     metrics.tls_reloads.with_label_values(&["success"]).inc();
                     *self.current.write().unwrap_or_else(|e| e.into_inner()) = loaded.config;
                     tracing::info!("TLS certificate reloaded");
                 }
-                Ok(_) => {}
+                Ok(_) => last_failure = None,
                 Err(issues) => {
+                    let seen = raw_contents(&self.files);
+                    if last_failure.as_ref() == Some(&seen) {
+                        continue;
+                    }
+                    last_failure = Some(seen);
                     metrics.tls_reloads.with_label_values(&["failure"]).inc();
                     let problems: Vec<String> = issues
                         .iter()
@@ -107,6 +118,23 @@ impl TlsState {
             }
         }
     }
+}
+
+/// The files' bytes as they are now (unreadable ones count as empty).
+fn raw_contents(files: &TlsFiles) -> Vec<u8> {
+    let mut out = Vec::new();
+    for path in [
+        Some(&files.cert),
+        Some(&files.key),
+        files.client_ca.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        out.extend(std::fs::read(path).unwrap_or_default());
+        out.push(0);
+    }
+    out
 }
 
 fn load(files: &TlsFiles) -> Result<Loaded, Vec<ConfigIssue>> {

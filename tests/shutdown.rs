@@ -1,6 +1,7 @@
 //! Signals to the real binary: `SIGTERM` during load (readiness turns false, every in-flight
 //! request finishes, the listener closes, exit status 0) and `SIGHUP` (the config file is read
-//! again; a broken one is refused and the old config keeps serving).
+//! again; a broken one is refused and the old config keeps serving); and the optional OTLP
+//! trace export, whose last spans are flushed on the way out.
 
 mod common;
 
@@ -253,4 +254,112 @@ fn probe(url: &str) -> std::process::ExitStatus {
             .status()
             .unwrap()
     })
+}
+
+/// A stand-in OpenTelemetry collector: records each OTLP/HTTP request (path, content type, body).
+async fn fake_collector() -> (
+    std::net::SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<(String, String, Vec<u8>)>,
+) {
+    use http_body_util::BodyExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    move |request: http::Request<hyper::body::Incoming>| {
+                        let tx = tx.clone();
+                        async move {
+                            let path = request.uri().path().to_string();
+                            let content_type = request
+                                .headers()
+                                .get("content-type")
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or("")
+                                .to_string();
+                            let body = request.into_body().collect().await?.to_bytes().to_vec();
+                            let _ = tx.send((path, content_type, body));
+                            Ok::<_, hyper::Error>(http::Response::new(http_body_util::Full::new(
+                                bytes::Bytes::new(),
+                            )))
+                        }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, rx)
+}
+
+fn hex_bytes(hex: &str) -> Vec<u8> {
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_spans_are_exported_over_otlp_as_children_of_the_callers_trace() {
+    let sim = start_simulator(TEST_AK, TEST_SK).await;
+    let (collector, mut received) = fake_collector().await;
+    let mut config = TestConfig {
+        endpoint: sim.endpoint(),
+        ..TestConfig::default()
+    };
+    config.policy.push_str(&format!(
+        "\n[tracing]\notlp_endpoint = \"http://{collector}/v1/traces\"\nservice_name = \"gw-under-test\"\n"
+    ));
+    let path = write_config("otlp", &config);
+    let mut gateway = Gateway::spawn(&path);
+
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let parent_id = "00f067aa0ba902b7";
+    let reply = send(
+        &client(),
+        Method::POST,
+        &format!("{}{}", gateway.public, console_path(PROJECT, LINUX)),
+        &[
+            ("content-type", "application/json"),
+            ("authorization", &format!("Bearer {}", token("alice"))),
+            ("traceparent", &format!("00-{trace_id}-{parent_id}-01")),
+        ],
+        BODY.to_string(),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    // The access log names the caller's trace too.
+    let access = gateway.wait_for("request");
+    assert_eq!(access["trace_id"], trace_id);
+
+    // SIGTERM flushes the batch that holds the span.
+    gateway.signal("TERM");
+    assert!(gateway.wait_exit().success());
+    let (path, content_type, body) = tokio::time::timeout(Duration::from_secs(20), received.recv())
+        .await
+        .expect("an export reached the collector")
+        .unwrap();
+    assert_eq!(path, "/v1/traces");
+    assert_eq!(content_type, "application/x-protobuf");
+    // Protobuf holds ids as raw bytes: the span's trace id and its parent's span id are the
+    // caller's, and the resource names the service.
+    assert!(
+        contains(&body, &hex_bytes(trace_id)),
+        "trace id not in the export"
+    );
+    assert!(
+        contains(&body, &hex_bytes(parent_id)),
+        "parent span id not in the export"
+    );
+    assert!(contains(&body, b"gw-under-test"));
+    assert!(contains(&body, b"remote_console"));
 }

@@ -440,4 +440,29 @@ async fn start_up_reports_unusable_tls_files_by_config_key() {
         Err(e) => e.to_string(),
     };
     assert!(error.contains("server.tls.key_file"), "{error}");
+
+    // check-config reports the same, without opening a socket.
+    let dir = pki.path("");
+    let data = data_dir().display().to_string();
+    let text = TestConfig {
+        extra_server: pki.server_tls(None),
+        ..TestConfig::default()
+    }
+    .render()
+    .replace("file = \"keys/", &format!("file = \"{data}/keys/"))
+    .replace("\"file:test-", &format!("\"file:{data}/test-"));
+    let config_file = dir.join("gateway.toml");
+    std::fs::write(&config_file, text).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_bms-console-gateway"))
+        .args(["check-config", "--config", config_file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains(
+            "gateway.toml: server.tls.key_file: certificate and key do not form a usable pair"
+        ),
+        "{stderr}"
+    );
 }

@@ -1,10 +1,11 @@
 //! What the gateway tells its operators: Prometheus metrics (`metrics`), structured logs
-//! (`logging`) joined to callers' traces through `trace_context`, and the audit trail of
-//! console URLs issued and refused (`audit`).
+//! (`logging`) joined to callers' traces through `trace_context`, optionally spans over OTLP
+//! (`otlp`), and the audit trail of console URLs issued and refused (`audit`).
 
 pub mod audit;
 pub mod logging;
 pub mod metrics;
+pub mod otlp;
 pub mod trace_context;
 
 pub use metrics::Metrics;
