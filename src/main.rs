@@ -248,6 +248,7 @@ async fn simulate(
         }],
         catalog,
         console_base_url: sim::DEFAULT_CONSOLE_BASE_URL.to_string(),
+        users: Vec::new(),
     };
     let handle = match sim::start(config, listener).await {
         Ok(h) => h,

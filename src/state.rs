@@ -10,11 +10,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::auth::{Policy, Verifier};
-use crate::cache::ConsoleCache;
+use crate::cache::{ConsoleCache, NegativeCache};
 use crate::clock::SharedClock;
 use crate::config::{CacheScope, Config, ConfigError};
 use crate::ratelimit::{LocalLimiter, Quota};
 use crate::telemetry::Metrics;
+use crate::upstream::accounts::AccountDeps;
 use crate::upstream::{Accounts, UpstreamClient};
 
 /// Everything a request needs, shared by all connections.
@@ -26,13 +27,50 @@ pub struct Gateway {
     pub tier_quotas: HashMap<String, Quota>,
     pub cache: ConsoleCache,
     pub cache_scope: CacheScope,
-    pub accounts: Accounts,
+    pub accounts: Arc<Accounts>,
     pub upstream: UpstreamClient,
     pub metrics: Arc<Metrics>,
     pub clock: SharedClock,
     pub body_read_timeout: Duration,
     /// True once everything is loaded; the admin `/readyz` reports it.
     pub ready: AtomicBool,
+    /// Remembered `BMS.0395` / `BMS.0040` answers.
+    pub negative_cache: NegativeCache,
+    /// Background tasks (IAM refreshers, the secret poller), aborted when the gateway is
+    /// dropped, so a config reload that builds a new `Gateway` never leaks them.
+    pub background: BackgroundTasks,
+    secret_reload_interval: Duration,
+    iam_check_interval: Duration,
+}
+
+/// Abort handles of the tasks a [`Gateway`] owns; dropping this aborts them all.
+#[derive(Default)]
+pub struct BackgroundTasks(std::sync::Mutex<Vec<tokio::task::AbortHandle>>);
+
+impl BackgroundTasks {
+    fn push(&self, handle: tokio::task::AbortHandle) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(handle);
+    }
+
+    /// How many tasks are registered (for tests).
+    pub fn len(&self) -> usize {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Drop for BackgroundTasks {
+    fn drop(&mut self) {
+        for task in self.0.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+            task.abort();
+        }
+    }
 }
 
 impl Gateway {
@@ -47,9 +85,6 @@ impl Gateway {
         let verifier = Verifier::from_config(&config.auth, &config.base_dir, clock.clone())
             .map_err(|e| issues.extend(e))
             .ok();
-        let accounts = Accounts::from_config(config, embedded_endpoint)
-            .map_err(|e| issues.extend(e))
-            .ok();
         let metrics = Arc::new(Metrics::new(
             &config
                 .accounts
@@ -60,6 +95,19 @@ impl Gateway {
         let upstream = UpstreamClient::new(&config.upstream, &config.base_dir, metrics.clone())
             .map_err(|e| issues.push(crate::config::ConfigIssue::new("upstream.ca_file", e)))
             .ok();
+        let accounts = upstream.as_ref().and_then(|upstream| {
+            Accounts::from_config(
+                config,
+                AccountDeps {
+                    embedded_endpoint,
+                    clock: clock.clone(),
+                    http: upstream.http(),
+                    metrics: metrics.clone(),
+                },
+            )
+            .map_err(|e| issues.extend(e))
+            .ok()
+        });
         let (Some(verifier), Some(accounts), Some(upstream)) = (verifier, accounts, upstream)
         else {
             return Err(config.error(issues));
@@ -95,13 +143,46 @@ impl Gateway {
                 clock.clone(),
             ),
             cache_scope: config.cache.scope,
-            accounts,
+            negative_cache: NegativeCache::new(
+                Duration::from_secs(config.cache.windows_seconds),
+                Duration::from_secs(config.cache.not_found_seconds),
+                config.cache.max_entries,
+                clock.clone(),
+            ),
+            accounts: Arc::new(accounts),
             upstream,
             metrics,
             clock,
             body_read_timeout: Duration::from_millis(config.server.body_read_timeout_ms),
             ready: AtomicBool::new(false),
+            background: BackgroundTasks::default(),
+            secret_reload_interval: Duration::from_millis(
+                config.upstream.secret_reload_interval_ms,
+            ),
+            iam_check_interval: Duration::from_millis(config.upstream.iam.check_interval_ms),
         })
+    }
+
+    /// Fetches the first IAM tokens and starts the background tasks (call inside a tokio
+    /// runtime, once). The tasks end when this gateway is dropped.
+    pub async fn start_background(&self) {
+        self.accounts.prime_tokens().await;
+        for (_, source) in self.accounts.iam_sources() {
+            self.background.push(crate::upstream::iam::spawn_refresher(
+                source,
+                self.iam_check_interval,
+            ));
+        }
+        self.background
+            .push(crate::upstream::accounts::spawn_secret_poller(
+                &self.accounts,
+                self.secret_reload_interval,
+            ));
+    }
+
+    /// True when every account has usable credentials (IAM accounts: a valid token).
+    pub fn upstream_ready(&self) -> bool {
+        self.accounts.credentials_ready()
     }
 
     /// The quota for a tier name (the default when the rule names none).

@@ -489,7 +489,7 @@ async fn control_endpoints_over_http() {
     let a = control(&sim, Method::GET, "/sim/faults", "").await;
     assert_eq!(
         a.body,
-        json!({"latency_ms":5,"error_5xx_rate":0.0,"throttle_rate":1.0,"close_connection_rate":0.0})
+        json!({"latency_ms":5,"error_5xx_rate":0.0,"throttle_rate":1.0,"close_connection_rate":0.0,"next":[]})
     );
 
     for bad in [r#"{"throttle_rate":2}"#, r#"{"nonsense":1}"#, "not json"] {

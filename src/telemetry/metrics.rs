@@ -36,6 +36,7 @@ pub struct Metrics {
     pub connections_rejected: IntCounter,
     pub tls_certificate_expiry: IntGauge,
     pub tls_reloads: IntCounterVec,
+    pub resilience: crate::telemetry::resilience::ResilienceMetrics,
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -214,6 +215,7 @@ impl Metrics {
         }
         http_duration.with_label_values(&["remote_console"]);
 
+        let resilience = crate::telemetry::resilience::ResilienceMetrics::new(&registry, accounts);
         Metrics {
             registry,
             http_requests,
@@ -233,6 +235,7 @@ impl Metrics {
             connections_rejected,
             tls_certificate_expiry,
             tls_reloads,
+            resilience,
         }
     }
 

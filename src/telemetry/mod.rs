@@ -3,5 +3,6 @@
 
 pub mod logging;
 pub mod metrics;
+pub mod resilience;
 
 pub use metrics::Metrics;
