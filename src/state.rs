@@ -55,6 +55,11 @@ impl BackgroundTasks {
             .push(handle);
     }
 
+    /// Handles on the tasks (to watch them end, in tests).
+    pub fn handles(&self) -> Vec<tokio::task::AbortHandle> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     /// How many tasks are registered (for tests).
     pub fn len(&self) -> usize {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).len()

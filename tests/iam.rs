@@ -214,3 +214,40 @@ async fn while_iam_is_down_a_valid_token_keeps_serving_and_without_one_readyz_fa
     wait_until("ready again", || async { h.readyz().await == 200 }).await;
     assert_eq!(h.console("alice", LINUX).await.status, 200);
 }
+
+#[tokio::test]
+async fn background_tasks_end_when_their_gateway_is_dropped() {
+    // As a config reload does: build a Gateway, start its tasks, drop it.
+    let (h, simulator) = iam_harness("[upstream.iam]\ncheck_interval_ms = 600000\n").await;
+    let config = {
+        // The same config the harness runs, pointed at the same simulator.
+        let accounts = format!(
+            "[[accounts]]\nname = \"iam-account\"\nendpoint = \"{sim}\"\nprojects = [\"{PROJECT}\"]\n[accounts.iam]\nendpoint = \"{sim}\"\nuser = \"env:BMSGW_TEST_IAM_USER\"\ndomain = \"env:BMSGW_TEST_IAM_DOMAIN\"\npassword = \"env:BMSGW_TEST_IAM_PASSWORD\"\nproject_name = \"cn-north-4\"\n",
+            sim = simulator.endpoint()
+        );
+        std::env::set_var("BMSGW_TEST_IAM_USER", USER);
+        std::env::set_var("BMSGW_TEST_IAM_DOMAIN", DOMAIN);
+        std::env::set_var("BMSGW_TEST_IAM_PASSWORD", PASSWORD);
+        TestConfig {
+            accounts: Some(accounts),
+            extra_upstream:
+                "secret_reload_interval_ms = 600000\n[upstream.iam]\ncheck_interval_ms = 600000\n"
+                    .into(),
+            ..TestConfig::default()
+        }
+        .build()
+    };
+    let gateway = Arc::new(
+        bms_console_gateway::state::Gateway::build(&config, h.clock.clone(), None).unwrap(),
+    );
+    gateway.start_background().await;
+    assert!(gateway.upstream_ready(), "a token scoped by project name");
+    let handles = gateway.background.handles();
+    assert_eq!(handles.len(), 2, "one IAM refresher and the secret poller");
+    assert!(handles.iter().all(|t| !t.is_finished()));
+    drop(gateway);
+    wait_until("the tasks to end", || async {
+        handles.iter().all(|t| t.is_finished())
+    })
+    .await;
+}
