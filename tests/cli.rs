@@ -279,6 +279,9 @@ fn check_config_accepts_the_shipped_configs() {
 
     let prod = repo().join("config/production.example.toml");
     let secrets = [
+        ("BMSGW_EU_WEST_101_IAM_USER", "svc"),
+        ("BMSGW_EU_WEST_101_IAM_DOMAIN", "acme"),
+        ("BMSGW_EU_WEST_101_IAM_PASSWORD", "pw"),
         ("BMSGW_CN_NORTH_4_AK", "ak1"),
         ("BMSGW_CN_NORTH_4_SK", "sk1"),
         ("BMSGW_AP_SE_1_AK", "ak2"),
@@ -286,7 +289,7 @@ fn check_config_accepts_the_shipped_configs() {
     ];
     let (ok, _, stderr) = check_config(&prod, &secrets);
     assert!(ok, "{stderr}");
-    let (ok, _, stderr) = check_config(&prod, &secrets[..3]);
+    let (ok, _, stderr) = check_config(&prod, &secrets[..secrets.len() - 1]);
     assert!(!ok);
     assert_eq!(
         stderr.trim(),

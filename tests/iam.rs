@@ -251,3 +251,23 @@ async fn background_tasks_end_when_their_gateway_is_dropped() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn the_embedded_simulator_serves_iam_accounts_too() {
+    let dir = temp_dir("iam-embedded");
+    for (file, value) in [("user", USER), ("domain", DOMAIN), ("password", PASSWORD)] {
+        std::fs::write(dir.join(file), value).unwrap();
+    }
+    let accounts = format!(
+        "[[accounts]]\nname = \"demo-iam\"\nendpoint = \"embedded\"\nprojects = [\"{PROJECT}\"]\n[accounts.iam]\nendpoint = \"embedded\"\nuser = \"file:{d}/user\"\ndomain = \"file:{d}/domain\"\npassword = \"file:{d}/password\"\nproject_name = \"cn-north-4\"\n",
+        d = dir.display()
+    );
+    let h = Harness::start(TestConfig {
+        accounts: Some(accounts),
+        ..TestConfig::default()
+    })
+    .await;
+    assert_eq!(h.readyz().await, 200);
+    assert_eq!(h.console("alice", LINUX).await.status, 200);
+    assert_eq!(h.sim().stats().iam_tokens_issued, 1);
+}

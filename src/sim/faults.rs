@@ -75,6 +75,16 @@ pub struct FaultSettings {
     /// Faults for the next calls, appended to the queue (see the module docs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next: Option<Vec<Scripted>>,
+    /// Lifetime of IAM tokens issued from now on (applied by the server, not by [`Faults`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iam_token_lifetime_seconds: Option<u64>,
+    /// While true, `POST /v3/auth/tokens` answers 503 (applied by the server).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iam_down: Option<bool>,
+    /// Calls per minute per account before `429 APIGW.0308`; 0 = unlimited (applied by the
+    /// server).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_limit_per_minute: Option<u64>,
 }
 
 /// Clamps to `0.0..=1.0`; NaN becomes 0 (a knob that is off is the safe reading of garbage).
@@ -165,6 +175,7 @@ impl Faults {
             throttle_rate: Some(self.throttle_rate()),
             close_connection_rate: Some(self.close_connection_rate()),
             next: Some(self.lock_script().iter().copied().collect()),
+            ..FaultSettings::default()
         }
     }
 

@@ -111,6 +111,16 @@ impl Shared {
         s
     }
 
+    /// Every knob, the IAM and per-account ones included (`GET /sim/faults`).
+    fn fault_settings(&self) -> FaultSettings {
+        FaultSettings {
+            iam_token_lifetime_seconds: Some(self.iam.lifetime().as_secs()),
+            iam_down: Some(self.iam.is_down()),
+            account_limit_per_minute: Some(self.guards.limit_per_minute()),
+            ..self.faults.settings()
+        }
+    }
+
     fn reset(&self) {
         self.counters.reset();
         self.faults.reset();

@@ -197,7 +197,7 @@ async fn handle(
             return remote_console(&shared, &request_id, parts, body, &project, &server).await;
         }
         Route::SimStats => json(StatusCode::OK, &request_id, &shared.stats()),
-        Route::SimFaultsGet => json(StatusCode::OK, &request_id, &shared.faults.settings()),
+        Route::SimFaultsGet => json(StatusCode::OK, &request_id, &shared.fault_settings()),
         Route::SimFaultsSet => set_faults(&shared, &request_id, body).await,
         Route::SimReset => {
             shared.reset();
@@ -274,11 +274,23 @@ async fn set_faults(shared: &Shared, request_id: &str, body: Incoming) -> Respon
         Ok(s) => s,
         Err(e) => return invalid(format!("invalid fault settings: {e}")),
     };
+    if settings.iam_token_lifetime_seconds == Some(0) {
+        return invalid("iam_token_lifetime_seconds must be at least 1".into());
+    }
     if let Err(msg) = shared.faults.apply(&settings) {
         return invalid(msg);
     }
+    if let Some(seconds) = settings.iam_token_lifetime_seconds {
+        shared.iam.set_lifetime(Duration::from_secs(seconds));
+    }
+    if let Some(down) = settings.iam_down {
+        shared.iam.set_down(down);
+    }
+    if let Some(limit) = settings.account_limit_per_minute {
+        shared.guards.set_limit_per_minute(limit);
+    }
     info!(?settings, "simulator faults changed");
-    json(StatusCode::OK, request_id, &shared.faults.settings())
+    json(StatusCode::OK, request_id, &shared.fault_settings())
 }
 
 /// The `remote_console` route (steps in the module docs).

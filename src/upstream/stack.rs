@@ -171,8 +171,7 @@ pub async fn remote_console(
                     m.credentials_paused.with_label_values(&[name]).set(1);
                     tracing::error!(
                         account = name,
-                        threshold = "upstream.lockout.threshold",
-                        "the cloud rejected this account's credentials repeatedly; calls are paused so the access key is not locked"
+                        "the cloud rejected this account's credentials upstream.lockout.threshold times in a row; calls are paused for upstream.lockout.cooldown_seconds so the access key is not locked"
                     );
                 }
                 return Err(error);
