@@ -59,6 +59,10 @@ enum Command {
         /// Servers per project as JSON (default: the built-in demo catalog).
         #[arg(long)]
         catalog: Option<PathBuf>,
+        /// An IAM user for `POST /v3/auth/tokens`, as ACCOUNT/USER:PASSWORD (repeatable);
+        /// its tokens may be scoped to the same projects as the access key.
+        #[arg(long = "iam-user", value_parser = parse_iam_user)]
+        iam_users: Vec<(String, String, String)>,
         #[arg(long, value_enum, default_value = "json")]
         log_format: LogFormatArg,
     },
@@ -83,6 +87,19 @@ enum Command {
         #[arg(long = "claim", value_parser = parse_claim)]
         claims: Vec<(String, String)>,
     },
+}
+
+fn parse_iam_user(text: &str) -> Result<(String, String, String), String> {
+    let (who, password) = text
+        .split_once(':')
+        .ok_or("expected ACCOUNT/USER:PASSWORD")?;
+    let (domain, user) = who
+        .split_once('/')
+        .ok_or("expected ACCOUNT/USER:PASSWORD")?;
+    if domain.is_empty() || user.is_empty() || password.is_empty() {
+        return Err("expected ACCOUNT/USER:PASSWORD".into());
+    }
+    Ok((domain.into(), user.into(), password.into()))
 }
 
 fn parse_claim(text: &str) -> Result<(String, String), String> {
@@ -120,9 +137,10 @@ fn main() -> ExitCode {
             secret_key,
             projects,
             catalog,
+            iam_users,
             log_format: fmt,
         } => runtime.block_on(simulate(
-            listen, access_key, secret_key, projects, catalog, fmt,
+            listen, access_key, secret_key, projects, catalog, iam_users, fmt,
         )),
         Command::MintToken {
             sub,
@@ -158,6 +176,7 @@ async fn serve(path: PathBuf, fmt: Option<LogFormatArg>) -> ExitCode {
         log_format(fmt, config.logging.format),
         &config.logging.level,
     );
+    let signal = shutdown_signal();
     let running = match server::start(config).await {
         Ok(r) => r,
         Err(e) => {
@@ -166,26 +185,33 @@ async fn serve(path: PathBuf, fmt: Option<LogFormatArg>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    wait_for_signal().await;
+    signal.await;
     tracing::info!("shutting down: draining in-flight requests");
     running.shutdown_gracefully().await;
     tracing::info!("stopped");
     ExitCode::SUCCESS
 }
 
-async fn wait_for_signal() {
+/// Resolves on SIGTERM or SIGINT. Created before the listeners start, so a signal that
+/// arrives right after the "listening" log line is not lost to the default action (which
+/// would kill the process without the graceful drain).
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    // ctrl_c() registers its handler on first poll: poll it once now.
+    let mut ctrl_c = Box::pin(tokio::signal::ctrl_c());
+    let _ = futures_util::FutureExt::now_or_never(&mut ctrl_c);
+    async move {
+        #[cfg(unix)]
+        if let Some(mut term) = term {
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
+                _ = ctrl_c => {}
                 _ = term.recv() => {}
             }
             return;
         }
+        let _ = ctrl_c.await;
     }
-    let _ = tokio::signal::ctrl_c().await;
 }
 
 fn check_config(path: PathBuf) -> ExitCode {
@@ -214,6 +240,7 @@ async fn simulate(
     secret_key: String,
     projects: Vec<String>,
     catalog: Option<PathBuf>,
+    iam_users: Vec<(String, String, String)>,
     fmt: LogFormatArg,
 ) -> ExitCode {
     telemetry::logging::init(log_format(Some(fmt), LogFormat::Json), "info");
@@ -239,6 +266,15 @@ async fn simulate(
             return ExitCode::FAILURE;
         }
     };
+    let users = iam_users
+        .into_iter()
+        .map(|(domain, name, password)| sim::SimIamUser {
+            domain,
+            name,
+            password: Secret::new(password),
+            projects: projects.clone(),
+        })
+        .collect();
     let config = sim::SimConfig {
         credentials: vec![sim::SimCredential {
             access_key,
@@ -248,8 +284,9 @@ async fn simulate(
         }],
         catalog,
         console_base_url: sim::DEFAULT_CONSOLE_BASE_URL.to_string(),
-        users: Vec::new(),
+        users,
     };
+    let signal = shutdown_signal();
     let handle = match sim::start(config, listener).await {
         Ok(h) => h,
         Err(e) => {
@@ -258,7 +295,7 @@ async fn simulate(
         }
     };
     tracing::info!(endpoint = %handle.endpoint(), "BMS simulator listening");
-    wait_for_signal().await;
+    signal.await;
     handle.shutdown();
     ExitCode::SUCCESS
 }

@@ -364,6 +364,8 @@ async fn simulate_serves_the_bms_api_on_its_own() {
             TEST_AK,
             "--secret-key",
             TEST_SK,
+            "--iam-user",
+            "acme/svc:sim-iam-password",
         ],
         &repo(),
     );
@@ -385,6 +387,22 @@ async fn simulate_serves_the_bms_api_on_its_own() {
     )
     .await;
     assert_eq!(stats.json()["remote_console_ok"], 1);
+    // The IAM user from --iam-user gets a token.
+    let body = format!(
+        r#"{{"auth":{{"identity":{{"methods":["password"],"password":{{"user":{{"domain":{{"name":"acme"}},"name":"svc","password":"sim-iam-password"}}}}}},"scope":{{"project":{{"id":"{PROJECT}"}}}}}}}}"#
+    );
+    let token = send(
+        &client(),
+        Method::POST,
+        &format!("{endpoint}/v3/auth/tokens?nocatalog=true"),
+        &[("content-type", "application/json;charset=utf8")],
+        body,
+    )
+    .await;
+    assert_eq!(token.status, 201, "{}", token.text());
+    assert!(token
+        .header("x-subject-token")
+        .is_some_and(|t| t.starts_with("MII")));
     let (status, _) = sim.terminate();
     assert!(status.success());
 }

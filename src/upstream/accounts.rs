@@ -286,6 +286,9 @@ impl Accounts {
             }
             if reloaded {
                 account.guards.lockout.reset();
+                if let Credentials::Iam(source) = &account.credentials {
+                    source.credentials_changed();
+                }
                 metrics
                     .resilience
                     .credentials_paused

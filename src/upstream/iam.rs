@@ -160,6 +160,13 @@ impl IamTokenSource {
         self.valid_token().ok_or(GatewayError::IamTokenUnavailable)
     }
 
+    /// The user, account or password file changed: a refresh may now succeed, so the failure
+    /// backoff is forgotten.
+    pub fn credentials_changed(&self) {
+        self.consecutive_failures.store(0, Ordering::Release);
+        self.next_attempt_at.store(0, Ordering::Release);
+    }
+
     /// Drops `rejected` if it is still the current token (BMS refused it).
     pub fn invalidate(&self, rejected: &Token) {
         let mut current = self.token.write().unwrap_or_else(|e| e.into_inner());
