@@ -447,6 +447,10 @@ pub struct AccountConfig {
     /// This account's upstream rate cap (default: `[upstream.quota]`).
     #[serde(default)]
     pub quota: Option<QuotaConfig>,
+    /// More endpoints of the same BMS API (e.g. a VPC endpoint behind the public one), tried in
+    /// order when the one before is failing or its circuit breaker is open.
+    #[serde(default)]
+    pub fallback_endpoints: Vec<String>,
 }
 
 /// How an account obtains IAM tokens (`POST /v3/auth/tokens`, password method).
@@ -769,6 +773,18 @@ impl Config {
                     _ => issues.push(ConfigIssue::new(
                         format!("{key}.endpoint"),
                         "must be https://HOST[:PORT] (e.g. https://bms.cn-north-4.myhuaweicloud.com) or \"embedded\"",
+                    )),
+                }
+            }
+            for (j, fallback) in acc.fallback_endpoints.iter().enumerate() {
+                match fallback.parse::<http::Uri>() {
+                    Ok(uri)
+                        if matches!(uri.scheme_str(), Some("https") | Some("http"))
+                            && uri.host().is_some()
+                            && uri.path_and_query().is_none_or(|p| p.as_str() == "/") => {}
+                    _ => issues.push(ConfigIssue::new(
+                        format!("{key}.fallback_endpoints[{j}]"),
+                        "must be https://HOST[:PORT]",
                     )),
                 }
             }

@@ -290,7 +290,10 @@ async fn the_breaker_opens_answers_503_fast_and_recovers_through_a_probe() {
         ..TestConfig::default()
     })
     .await;
-    let state = series("bmsgw_upstream_breaker_state", ACCOUNT);
+    let state = series(
+        "bmsgw_upstream_breaker_state",
+        r#"account="test-account",endpoint="0""#,
+    );
     h.sim().faults().set_error_5xx_rate(1.0);
     for _ in 0..3 {
         assert_eq!(h.console("alice", LINUX).await.status, 503);
@@ -319,6 +322,67 @@ async fn the_breaker_opens_answers_503_fast_and_recovers_through_a_probe() {
     assert_eq!(h.console("alice", LINUX).await.status, 200);
     assert_eq!(h.metric(&state).await, 0.0, "closed");
     assert_eq!(h.console("alice", WINDOWS).await.status, 400);
+}
+
+#[tokio::test]
+async fn a_failing_primary_endpoint_hands_over_to_the_fallback() {
+    let primary = start_simulator(TEST_AK, TEST_SK).await;
+    let fallback = start_simulator(TEST_AK, TEST_SK).await;
+    let dir = key_dir("fallback", TEST_AK, TEST_SK);
+    let account = format!(
+        "{}fallback_endpoints = [\"{}\"]\n",
+        file_account("test-account", &primary.endpoint(), PROJECT, &dir),
+        fallback.endpoint()
+    );
+    let h = Harness::start(TestConfig {
+        accounts: Some(account),
+        cache_ttl_seconds: 0,
+        extra_upstream: "[upstream.retry]\nbase_backoff_ms = 1\nmax_backoff_ms = 5\n[upstream.breaker]\nconsecutive_failures = 2\nopen_seconds = 10\n".into(),
+        ..TestConfig::default()
+    })
+    .await;
+    assert_eq!(h.console("alice", LINUX).await.status, 200);
+    assert_eq!(primary.stats().requests_total, 1, "the primary first");
+
+    // The primary fails: each request's retry goes to the fallback (signed for its host).
+    primary.faults().set_error_5xx_rate(1.0);
+    for _ in 0..2 {
+        let reply = h.console("alice", LINUX).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+    }
+    assert_eq!(primary.stats().requests_total, 3);
+    assert_eq!(fallback.stats().remote_console_ok, 2);
+    // Two failures in a row opened the primary's breaker: it is skipped without a call.
+    assert_eq!(h.console("alice", LINUX).await.status, 200);
+    assert_eq!(primary.stats().requests_total, 3);
+    assert_eq!(fallback.stats().remote_console_ok, 3);
+    let scrape = h.metrics().await;
+    for (endpoint, state) in [("0", 1.0), ("1", 0.0)] {
+        assert_eq!(
+            metric(
+                &scrape,
+                &format!(
+                    r#"bmsgw_upstream_breaker_state{{account="test-account",endpoint="{endpoint}"}}"#
+                )
+            ),
+            state
+        );
+    }
+
+    // Both failing: the fallback's breaker opens too, and the answer is a fast 503.
+    fallback.faults().set_error_5xx_rate(1.0);
+    for _ in 0..2 {
+        assert_eq!(h.console("alice", LINUX).await.status, 503);
+    }
+    h.console("alice", LINUX)
+        .await
+        .assert_error(503, "BMSGW.0313");
+
+    // The primary recovers: after the open period its probe succeeds and it serves again.
+    primary.faults().set_error_5xx_rate(0.0);
+    h.clock.advance(Duration::from_secs(10));
+    assert_eq!(h.console("alice", LINUX).await.status, 200);
+    assert_eq!(primary.stats().remote_console_ok, 2);
 }
 
 #[tokio::test]

@@ -60,8 +60,8 @@ impl ResilienceMetrics {
             breaker_state: gauges(
                 registry,
                 "bmsgw_upstream_breaker_state",
-                "Circuit breaker state per account: 0 closed, 1 open, 2 half-open.",
-                &["account"],
+                "Circuit breaker state per account endpoint (0 = primary, 1.. = fallbacks): 0 closed, 1 open, 2 half-open.",
+                &["account", "endpoint"],
             ),
             credentials_paused: gauges(
                 registry,
@@ -105,7 +105,6 @@ impl ResilienceMetrics {
         }
         for account in accounts {
             m.retries.with_label_values(&[account]);
-            m.breaker_state.with_label_values(&[account]);
             m.credentials_paused.with_label_values(&[account]);
             for reason in SHORT_CIRCUIT_REASONS {
                 m.short_circuits.with_label_values(&[account, reason]);

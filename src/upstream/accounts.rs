@@ -1,6 +1,7 @@
-//! Cloud accounts: each has a BMS endpoint, a region, the projects it serves, its credentials
-//! (AK/SK, temporary AK/SK with a security token, or an IAM token source) and its own
-//! resilience state (breaker, lockout guard, upstream quota, throttle backoff).
+//! Cloud accounts: each has its BMS endpoint(s) (each with its own circuit breaker), a region,
+//! the projects it serves, its credentials (AK/SK, temporary AK/SK with a security token, or
+//! an IAM token source) and its own resilience state (lockout guard, upstream quota, throttle
+//! backoff).
 //!
 //! Any number of accounts may be configured; lookup by project id is one hash-map read.
 //! Credentials are resolved from their `env:`/`file:` references when the gateway starts, are
@@ -53,9 +54,19 @@ impl Credentials {
     }
 }
 
+/// One endpoint of an account's BMS API, with its own circuit breaker.
+pub struct Endpoint {
+    /// Scheme and authority, e.g. `https://bms.cn-north-4.myhuaweicloud.com`.
+    pub url: String,
+    /// The `Host` value signed and sent: the endpoint's authority (with a port when it has one).
+    pub host: String,
+    /// The metric label: `0` for the primary endpoint, `1`.. for the fallbacks in order.
+    pub label: String,
+    pub breaker: Breaker,
+}
+
 /// The per-account state of the resilience layers (see `stack.rs` for their order).
 pub struct Guards {
-    pub breaker: Breaker,
     pub lockout: Lockout,
     pub quota: UpstreamQuota,
     pub throttle: ThrottleBackoff,
@@ -64,10 +75,8 @@ pub struct Guards {
 /// One account the gateway calls the cloud as.
 pub struct Account {
     pub name: Arc<str>,
-    /// Scheme and authority, e.g. `https://bms.cn-north-4.myhuaweicloud.com`.
-    pub endpoint: String,
-    /// The `Host` value signed and sent: the endpoint's authority (with a port when it has one).
-    pub host: String,
+    /// The primary endpoint first, then the fallbacks; never empty.
+    pub endpoints: Vec<Endpoint>,
     pub region: Option<String>,
     pub credentials: Credentials,
     pub guards: Guards,
@@ -77,7 +86,10 @@ impl std::fmt::Debug for Account {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Account")
             .field("name", &self.name)
-            .field("endpoint", &self.endpoint)
+            .field(
+                "endpoints",
+                &self.endpoints.iter().map(|e| &e.url).collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -176,23 +188,40 @@ impl Accounts {
                 }
                 _ => continue,
             };
-            let endpoint = embedded(&acc.endpoint);
-            let Some(host) = endpoint
-                .parse::<http::Uri>()
-                .ok()
-                .and_then(|u| u.authority().map(|a| a.as_str().to_string()))
-            else {
+            let mut endpoints = Vec::new();
+            let urls = std::iter::once(&acc.endpoint).chain(&acc.fallback_endpoints);
+            for (n, url) in urls.enumerate() {
+                let url = embedded(url);
+                let Some(host) = url
+                    .parse::<http::Uri>()
+                    .ok()
+                    .and_then(|u| u.authority().map(|a| a.as_str().to_string()))
+                else {
+                    continue;
+                };
+                let label = n.to_string();
+                deps.metrics
+                    .resilience
+                    .breaker_state
+                    .with_label_values(&[&acc.name, &label])
+                    .set(0);
+                endpoints.push(Endpoint {
+                    url,
+                    host,
+                    label,
+                    breaker: Breaker::new(upstream.breaker.clone(), deps.clock.clone()),
+                });
+            }
+            if endpoints.is_empty() {
                 continue;
-            };
+            }
             let quota = acc.quota.clone().unwrap_or_else(|| upstream.quota.clone());
             let account = Arc::new(Account {
                 name,
-                endpoint,
-                host,
+                endpoints,
                 region: acc.region.clone(),
                 credentials,
                 guards: Guards {
-                    breaker: Breaker::new(upstream.breaker.clone(), deps.clock.clone()),
                     lockout: Lockout::new(upstream.lockout.clone(), deps.clock.clone()),
                     quota: UpstreamQuota::new(quota, deps.clock.clone()),
                     throttle: ThrottleBackoff::new(

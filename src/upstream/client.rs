@@ -27,6 +27,7 @@ use crate::config::UpstreamConfig;
 use crate::error::{GatewayError, UpstreamError};
 use crate::secret::Secret;
 use crate::telemetry::metrics::{status_class, Metrics};
+use crate::upstream::accounts::Endpoint;
 use crate::upstream::iam::Token;
 use crate::upstream::retry::RetryPolicy;
 use crate::upstream::signer::{self, SigningRequest};
@@ -120,12 +121,14 @@ impl UpstreamClient {
     pub async fn attempt(
         &self,
         account: &Account,
+        endpoint: &Endpoint,
         target: &ConsoleTarget,
         auth: &AuthMaterial,
         timeout: Duration,
     ) -> Result<Fetched, GatewayError> {
         let started = Instant::now();
-        let outcome = tokio::time::timeout(timeout, self.call(account, target, auth)).await;
+        let outcome =
+            tokio::time::timeout(timeout, self.call(account, endpoint, target, auth)).await;
         let elapsed = started.elapsed().as_secs_f64();
         self.metrics.upstream_timer(&account.name).observe(elapsed);
         let result = outcome.unwrap_or(Err(GatewayError::UpstreamTimeout));
@@ -143,10 +146,11 @@ impl UpstreamClient {
     async fn call(
         &self,
         account: &Account,
+        endpoint: &Endpoint,
         target: &ConsoleTarget,
         auth: &AuthMaterial,
     ) -> Result<Fetched, GatewayError> {
-        let request = build_request(account, target, SystemTime::now(), auth)?;
+        let request = build_request(endpoint, target, SystemTime::now(), auth)?;
         let response = self.http.request(request).await.map_err(|e| {
             tracing::warn!(account = %account.name, error = %e, "BMS call failed before an answer");
             GatewayError::UpstreamUnreachable
@@ -229,7 +233,7 @@ fn classify_upstream_error(
 
 /// Builds the request exactly as it goes on the wire: signed (AK/SK) or with `X-Auth-Token`.
 pub fn build_request(
-    account: &Account,
+    endpoint: &Endpoint,
     target: &ConsoleTarget,
     now: SystemTime,
     auth: &AuthMaterial,
@@ -242,12 +246,12 @@ pub fn build_request(
     let sdk_date = signer::format_sdk_date(now);
     let mut headers: Vec<(&str, &str)> = vec![
         ("content-type", CONTENT_TYPE),
-        ("host", &account.host),
+        ("host", &endpoint.host),
         ("x-project-id", target.project.as_str()),
     ];
     let mut builder = Request::builder()
         .method(Method::POST)
-        .uri(format!("{}{}", account.endpoint, path));
+        .uri(format!("{}{}", endpoint.url, path));
     match auth {
         AuthMaterial::Signing {
             access_key,

@@ -8,20 +8,23 @@
 //!    `503 BMSGW.0312`; while the credential is unverified, calls go one at a time.
 //! 3. then per attempt, at most `upstream.retry.max_attempts`, all inside the request's
 //!    overall deadline (`upstream.timeout_ms`):
-//!    a. **circuit breaker** (`breaker.rs`): open → `503 BMSGW.0313` + `Retry-After`;
-//!    b. **upstream quota** (`quota.rs`): no token within the bounded wait → `503
-//!       BMSGW.0314` + `Retry-After`, nothing sent;
-//!    c. **credentials**: AK/SK material, or a valid IAM token (`iam.rs`; none → `503
-//!       BMSGW.0310`);
-//!    d. **the attempt** (`client.rs`), whose outcome feeds the breaker, then:
-//!       - success → the credential is verified (lockout count reset);
-//!       - `401` with an IAM token → the token is dropped, refreshed once and the request
-//!         retried once (this retry is not counted against the attempt cap);
-//!       - `401` with AK/SK → counted by the lockout guard, `502 BMSGW.0304`, no retry;
-//!       - `429` → the throttle backoff engages, `429` + `Retry-After`, no retry;
-//!       - transient (`retry.rs`) → full-jitter backoff and another attempt, unless the
-//!         attempts or the deadline are used up;
-//!       - anything else (4xx) → passed on, no retry.
+//!    - **endpoint and circuit breaker** (`breaker.rs`, one per endpoint): the first endpoint
+//!      (primary, then the fallbacks in order) whose breaker lets the call through; after an
+//!      endpoint failure the retry starts at the next endpoint; all open → `503 BMSGW.0313`
+//!      with `Retry-After`;
+//!    - **upstream quota** (`quota.rs`): no token within the bounded wait → `503 BMSGW.0314`
+//!      with `Retry-After`, nothing sent;
+//!    - **credentials**: AK/SK material, or a valid IAM token (`iam.rs`; none → `503
+//!      BMSGW.0310`);
+//!    - **the attempt** (`client.rs`), whose outcome feeds the breaker, then:
+//!      - success → the credential is verified (lockout count reset);
+//!      - `401` with an IAM token → the token is dropped, refreshed once and the request
+//!        retried once (this retry is not counted against the attempt cap);
+//!      - `401` with AK/SK → counted by the lockout guard, `502 BMSGW.0304`, no retry;
+//!      - `429` → the throttle backoff engages, `429` with `Retry-After`, no retry;
+//!      - transient (`retry.rs`) → full-jitter backoff and another attempt, unless the
+//!        attempts or the deadline are used up;
+//!      - anything else (4xx) → passed on, no retry.
 
 use std::time::Duration;
 
@@ -71,26 +74,28 @@ pub async fn remote_console(
 
     let mut attempt = 0;
     let mut token_refreshed = false;
+    let mut preferred = 0;
     loop {
         attempt += 1;
-        // 3a. Circuit breaker.
-        let permit = match guards.breaker.try_acquire() {
-            Ok(p) => p,
+        // Endpoint and circuit breaker.
+        let (index, permit) = match pick_endpoint(account, preferred) {
+            Ok(picked) => picked,
             Err(retry_after_secs) => {
                 short_circuit("breaker_open");
                 return Err(GatewayError::BreakerOpen { retry_after_secs });
             }
         };
-        m.breaker_state
-            .with_label_values(&[name])
-            .set(guards.breaker.state().gauge());
+        let endpoint = &account.endpoints[index];
+        let breaker = &endpoint.breaker;
+        let gauge = m.breaker_state.with_label_values(&[name, &endpoint.label]);
+        gauge.set(breaker.state().gauge());
 
-        // 3b. Upstream quota.
+        // Upstream quota.
         match guards.quota.acquire(deadline).await {
             Ok(Granted::AtOnce) => {}
             Ok(Granted::AfterWaiting) => m.quota_waits.with_label_values(&[name, "sent"]).inc(),
             Err(refused) => {
-                guards.breaker.cancel(permit);
+                breaker.cancel(permit);
                 m.quota_waits.with_label_values(&[name, "refused"]).inc();
                 short_circuit("quota_exhausted");
                 return Err(GatewayError::UpstreamQuotaExhausted {
@@ -99,7 +104,7 @@ pub async fn remote_console(
             }
         }
 
-        // 3c. Credentials.
+        // Credentials.
         let auth = match &account.credentials {
             Credentials::AkSk {
                 access_key,
@@ -114,38 +119,43 @@ pub async fn remote_console(
                 match tokio::time::timeout_at(deadline, source.token()).await {
                     Ok(Ok(token)) => AuthMaterial::Token(token),
                     Ok(Err(e)) => {
-                        guards.breaker.cancel(permit);
+                        breaker.cancel(permit);
                         short_circuit("no_token");
                         return Err(e);
                     }
                     Err(_) => {
-                        guards.breaker.cancel(permit);
+                        breaker.cancel(permit);
                         return Err(GatewayError::UpstreamTimeout);
                     }
                 }
             }
         };
 
-        // 3d. The attempt.
+        // The attempt.
         let remaining = deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
-            guards.breaker.cancel(permit);
+            breaker.cancel(permit);
             return Err(GatewayError::UpstreamTimeout);
         }
-        let result = client.attempt(account, target, &auth, remaining).await;
+        let result = client
+            .attempt(account, endpoint, target, &auth, remaining)
+            .await;
         let healthy = result
             .as_ref()
             .err()
             .is_none_or(|e| !is_endpoint_failure(e));
-        let state = guards.breaker.record(permit, healthy);
-        m.breaker_state
-            .with_label_values(&[name])
-            .set(state.gauge());
-        if state == State::Open && !healthy {
-            tracing::warn!(
-                account = name,
-                "circuit breaker open: the BMS endpoint keeps failing"
-            );
+        let state = breaker.record(permit, healthy);
+        gauge.set(state.gauge());
+        if !healthy {
+            // The retry, if any, tries the next endpoint first.
+            preferred = (index + 1) % account.endpoints.len();
+            if state == State::Open {
+                tracing::warn!(
+                    account = name,
+                    endpoint = %endpoint.label,
+                    "circuit breaker open: the BMS endpoint keeps failing"
+                );
+            }
         }
 
         let error = match result {
@@ -202,4 +212,22 @@ pub async fn remote_console(
         tracing::info!(account = name, attempt, wait_ms = wait.as_millis() as u64, error = %error, "retrying the BMS call");
         tokio::time::sleep(wait).await;
     }
+}
+
+/// The first endpoint, starting at `preferred` and wrapping around, whose breaker lets a call
+/// through; `Err(seconds until the soonest one half-opens)` when every breaker is open.
+fn pick_endpoint(
+    account: &Account,
+    preferred: usize,
+) -> Result<(usize, crate::upstream::breaker::Permit), u64> {
+    let n = account.endpoints.len();
+    let mut soonest = u64::MAX;
+    for offset in 0..n {
+        let index = (preferred + offset) % n;
+        match account.endpoints[index].breaker.try_acquire() {
+            Ok(permit) => return Ok((index, permit)),
+            Err(secs) => soonest = soonest.min(secs),
+        }
+    }
+    Err(soonest.max(1))
 }
