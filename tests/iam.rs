@@ -16,6 +16,13 @@ const DOMAIN: &str = "acme-cloud";
 const PASSWORD: &str = "iam-password-7d3f0a";
 
 async fn iam_harness(extra_upstream: &str) -> (Harness, sim::SimHandle) {
+    iam_harness_with(extra_upstream, TestConfig::default().upstream_timeout_ms).await
+}
+
+async fn iam_harness_with(
+    extra_upstream: &str,
+    upstream_timeout_ms: u64,
+) -> (Harness, sim::SimHandle) {
     let mut config = sim::SimConfig::new(Vec::new(), sim::Catalog::demo());
     config.users = vec![sim::SimIamUser {
         domain: DOMAIN.into(),
@@ -50,6 +57,7 @@ project_id = "{PROJECT}"
         accounts: Some(accounts),
         extra_upstream: extra_upstream.into(),
         cache_ttl_seconds: 0,
+        upstream_timeout_ms,
         ..TestConfig::default()
     })
     .await;
@@ -106,8 +114,10 @@ async fn a_token_is_obtained_used_and_refreshed_ahead_of_expiry() {
 #[tokio::test]
 async fn five_hundred_concurrent_requests_at_expiry_make_one_iam_call() {
     // A slow background check so that the requests, not the refresher, find the token expired.
-    let (h, simulator) = iam_harness(
+    // A generous deadline: 500 requests at once on a busy 2-core CI machine take a while.
+    let (h, simulator) = iam_harness_with(
         "[upstream.iam]\ncheck_interval_ms = 600000\n[upstream.quota]\nrequests_per_second = 100000\nburst = 100000\n",
+        18_000,
     )
     .await;
     assert_eq!(simulator.stats().iam_token_requests, 1);
