@@ -7,7 +7,8 @@
 //! 2. [`authenticate`]: bearer JWT → [`Caller`]; nothing later sees the token;
 //! 3. [`authorize`]: the policy decides (default deny);
 //! 4. [`admit`]: the caller's rate limit (denied callers count against the default tier);
-//! 5. [`lookup`]: cached URL, or one coalesced [`call_upstream`] per server;
+//! 5. [`lookup`]: cached URL, a remembered `BMS.0395`/`BMS.0040` answer (the negative cache),
+//!    or one coalesced [`call_upstream`] per server (through the upstream stack, `upstream::stack`);
 //! 6. [`respond`]: BMS-shaped success, or the one error shape;
 //! 7. [`record`]: metrics and the access-log line, for every request.
 //!

@@ -266,6 +266,11 @@ async fn lockout_protection_never_lets_the_cloud_see_a_fifth_bad_signature() {
     h.console("alice", LINUX)
         .await
         .assert_error(503, "BMSGW.0312");
+    assert_eq!(
+        h.metric(&series("bmsgw_upstream_credentials_paused", ACCOUNT))
+            .await,
+        1.0
+    );
     assert_eq!(simulator.stats().bad_signatures, 4);
     assert!(simulator.stats().max_consecutive_bad_signatures < 5);
 
@@ -279,6 +284,11 @@ async fn lockout_protection_never_lets_the_cloud_see_a_fifth_bad_signature() {
     .await;
     assert_eq!(h.console("alice", LINUX).await.status, 200);
     assert_eq!(simulator.stats().ak_lockouts, 0);
+    assert_eq!(
+        h.metric(&series("bmsgw_upstream_credentials_paused", ACCOUNT))
+            .await,
+        0.0
+    );
 }
 
 #[tokio::test]

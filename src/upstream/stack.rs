@@ -66,7 +66,11 @@ pub async fn remote_console(
                 short_circuit("credentials_paused");
                 return Err(GatewayError::CredentialsPaused { retry_after_secs });
             }
-            Ok(Ok(admission)) => Some(admission),
+            Ok(Ok(admission)) => {
+                // Not paused (any more): a cool-down that ran out clears the gauge.
+                m.credentials_paused.with_label_values(&[name]).set(0);
+                Some(admission)
+            }
         }
     } else {
         None
