@@ -23,6 +23,16 @@ async fn iam_harness_with(
     extra_upstream: &str,
     upstream_timeout_ms: u64,
 ) -> (Harness, sim::SimHandle) {
+    let (h, simulator, _) = iam_harness_full(extra_upstream, upstream_timeout_ms, PASSWORD).await;
+    (h, simulator)
+}
+
+/// The gateway's password file holds `file_password`; returns the directory of the files.
+async fn iam_harness_full(
+    extra_upstream: &str,
+    upstream_timeout_ms: u64,
+    file_password: &str,
+) -> (Harness, sim::SimHandle, std::path::PathBuf) {
     let mut config = sim::SimConfig::new(Vec::new(), sim::Catalog::demo());
     config.users = vec![sim::SimIamUser {
         domain: DOMAIN.into(),
@@ -32,7 +42,11 @@ async fn iam_harness_with(
     }];
     let simulator = start_sim_with(config).await;
     let dir = temp_dir("iam");
-    for (file, value) in [("user", USER), ("domain", DOMAIN), ("password", PASSWORD)] {
+    for (file, value) in [
+        ("user", USER),
+        ("domain", DOMAIN),
+        ("password", file_password),
+    ] {
         std::fs::write(dir.join(file), value).unwrap();
     }
     let accounts = format!(
@@ -61,7 +75,7 @@ project_id = "{PROJECT}"
         ..TestConfig::default()
     })
     .await;
-    (h, simulator)
+    (h, simulator, dir)
 }
 
 const FAST_CHECKS: &str = "[upstream.iam]\ncheck_interval_ms = 10\n";
@@ -280,4 +294,35 @@ async fn the_embedded_simulator_serves_iam_accounts_too() {
     assert_eq!(h.readyz().await, 200);
     assert_eq!(h.console("alice", LINUX).await.status, 200);
     assert_eq!(h.sim().stats().iam_tokens_issued, 1);
+}
+
+#[tokio::test]
+async fn a_wrong_iam_password_is_not_retried_in_a_loop_and_a_fixed_file_recovers() {
+    let (h, simulator, dir) = iam_harness_full(
+        "secret_reload_interval_ms = 20\n[upstream.iam]\ncheck_interval_ms = 10\n",
+        5000,
+        "not-the-password",
+    )
+    .await;
+    // The first fetch at start-up was refused: not ready, and requests get a clear 503.
+    assert_eq!(h.readyz().await, 503);
+    for _ in 0..5 {
+        h.console("alice", LINUX)
+            .await
+            .assert_error(503, "BMSGW.0310");
+    }
+    // The failure backoff (1 s, doubling, on the injected clock) kept IAM from being asked
+    // again by the requests or the refresher.
+    assert_eq!(simulator.stats().iam_token_requests, 1);
+    assert_eq!(
+        simulator.stats().requests_total,
+        0,
+        "no BMS call without a token"
+    );
+
+    // The operator fixes the password file: the backoff is forgotten and a token arrives.
+    std::fs::write(dir.join("password"), PASSWORD).unwrap();
+    wait_until("ready", || async { h.readyz().await == 200 }).await;
+    assert_eq!(h.console("alice", LINUX).await.status, 200);
+    assert_eq!(simulator.stats().iam_tokens_issued, 1);
 }
