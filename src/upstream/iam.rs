@@ -312,3 +312,18 @@ pub fn spawn_refresher(source: &Arc<IamTokenSource>, every: Duration) -> tokio::
     })
     .abort_handle()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_never_prints_its_value() {
+        let token = Token {
+            value: Secret::new("MIIsecret-token-value"),
+            expires_at: 1,
+            refresh_at: 0,
+        };
+        assert!(!format!("{token:?}").contains("MIIsecret"));
+    }
+}
