@@ -80,7 +80,9 @@ impl Drop for BackgroundTasks {
 
 impl Gateway {
     /// Builds the state. `embedded_endpoint` is where the in-process simulator listens, when
-    /// the config uses one.
+    /// the config uses one. Nothing here touches the network: a runnable gateway also needs
+    /// [`Gateway::start_background`] (first IAM tokens, refreshers, the secret poller), which a
+    /// config reload must call on the new `Gateway` before swapping it in.
     pub fn build(
         config: &Config,
         clock: SharedClock,
