@@ -88,7 +88,9 @@ pub fn handle<B>(state: &Arc<Gateway>, request: &Request<B>) -> Response<Full<By
         }
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/readyz" => {
-            let ready = state.ready.load(Ordering::Acquire) && state.verifier.key_count() > 0;
+            let ready = state.ready.load(Ordering::Acquire)
+                && state.verifier.key_count() > 0
+                && state.upstream_ready();
             if ready {
                 text(StatusCode::OK, "ready\n")
             } else {

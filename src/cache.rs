@@ -7,8 +7,10 @@
 //! Invariants:
 //! - an entry is never served once it is `ttl` old, measured on the injected clock from the
 //!   moment the cloud's answer arrived (moka's own TTL only reclaims memory);
-//! - errors are never stored: a failed fetch is shared with the callers waiting on it, and the
-//!   next request tries again;
+//! - errors are never stored here: a failed fetch is shared with the callers waiting on it,
+//!   and the next request tries again. The one exception is [`NegativeCache`] below, which
+//!   remembers exactly two cloud answers that will not change soon (`BMS.0395` Windows server,
+//!   `BMS.0040` no such server) per server, for a short configured time;
 //! - at most one upstream call per key is in flight. The fetch runs in its own task, so a
 //!   caller that disconnects does not cancel it for the others, and the task stores the URL
 //!   before it leaves the in-flight table (under the table's lock), so a request arriving in
@@ -29,7 +31,7 @@ use moka::sync::Cache;
 
 use crate::bms::ConsoleUrl;
 use crate::clock::SharedClock;
-use crate::error::GatewayError;
+use crate::error::{GatewayError, UpstreamError};
 use crate::shared::cache_tier::{Served, SharedCacheTier, Source};
 
 /// What a cached URL is keyed by. `user` is set only with `scope = "per-user"`.
@@ -251,6 +253,84 @@ impl ConsoleCache {
     }
 }
 
+/// Remembers, per server, the cloud answers that will not change soon, so a tool looping on
+/// a Windows server (`BMS.0395`) or a wrong server id (`BMS.0040`) does not spend the
+/// account's cloud quota. The answer keeps the cloud's status, code and message; the
+/// pipeline marks it `X-Cache: hit`. Every other error is never remembered. Ages are measured
+/// on the injected clock; `Cache-Control: no-cache` skips the lookup.
+pub struct NegativeCache {
+    entries: Option<Cache<(String, String), NegativeEntry>>,
+    windows_nanos: u64,
+    not_found_nanos: u64,
+    clock: SharedClock,
+}
+
+#[derive(Clone)]
+struct NegativeEntry {
+    error: UpstreamError,
+    stored_at_nanos: u64,
+}
+
+impl NegativeCache {
+    pub fn new(
+        windows: Duration,
+        not_found: Duration,
+        max_entries: u64,
+        clock: SharedClock,
+    ) -> NegativeCache {
+        let longest = windows.max(not_found);
+        let entries = (!longest.is_zero()).then(|| {
+            Cache::builder()
+                .max_capacity(max_entries.max(1))
+                .time_to_live(longest)
+                .build()
+        });
+        NegativeCache {
+            entries,
+            windows_nanos: windows.as_nanos() as u64,
+            not_found_nanos: not_found.as_nanos() as u64,
+            clock,
+        }
+    }
+
+    fn ttl_nanos(&self, code: &str) -> u64 {
+        match code {
+            "BMS.0395" => self.windows_nanos,
+            "BMS.0040" => self.not_found_nanos,
+            _ => 0,
+        }
+    }
+
+    /// Stores `error` if it is one of the two remembered answers.
+    pub fn remember(&self, project: &str, server: &str, error: &UpstreamError) {
+        let Some(entries) = &self.entries else { return };
+        if self.ttl_nanos(&error.code) == 0 {
+            return;
+        }
+        let mut error = error.clone();
+        // The cloud's request id belongs to the call that produced it, not to later answers.
+        error.request_id = None;
+        entries.insert(
+            (project.to_string(), server.to_string()),
+            NegativeEntry {
+                error,
+                stored_at_nanos: self.clock.monotonic_nanos(),
+            },
+        );
+    }
+
+    /// The remembered answer for a server, while it is young enough.
+    pub fn get(&self, project: &str, server: &str) -> Option<UpstreamError> {
+        let entries = self.entries.as_ref()?;
+        let entry = entries.get(&(project.to_string(), server.to_string()))?;
+        let age = self
+            .clock
+            .monotonic_nanos()
+            .saturating_sub(entry.stored_at_nanos);
+        (age < self.ttl_nanos(&entry.error.code)).then_some(entry.error)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -302,5 +382,35 @@ mod tests {
         let (r, o) = cache.get_or_fetch(key(), false, fetch(calls.clone())).await;
         assert_eq!(o, CacheOutcome::Hit, "the error did not replace the entry");
         assert_eq!(r.unwrap().url.expose(), "https://c/?token=1");
+    }
+
+    #[test]
+    fn only_windows_and_not_found_are_remembered_for_their_own_time() {
+        let clock = ManualClock::new();
+        let neg = NegativeCache::new(
+            Duration::from_secs(300),
+            Duration::from_secs(30),
+            10,
+            clock.clone(),
+        );
+        let err = |code: &str| UpstreamError {
+            status: http::StatusCode::BAD_REQUEST,
+            code: code.into(),
+            message: "m".into(),
+            request_id: Some("cloud-id".into()),
+        };
+        neg.remember("p", "win", &err("BMS.0395"));
+        neg.remember("p", "gone", &err("BMS.0040"));
+        neg.remember("p", "busy", &err("BMS.0212"));
+        assert!(
+            neg.get("p", "busy").is_none(),
+            "other errors are never kept"
+        );
+        assert_eq!(neg.get("p", "win").unwrap().request_id, None);
+        clock.advance(Duration::from_secs(30));
+        assert!(neg.get("p", "gone").is_none());
+        assert!(neg.get("p", "win").is_some());
+        clock.advance(Duration::from_secs(270));
+        assert!(neg.get("p", "win").is_none());
     }
 }

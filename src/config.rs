@@ -333,6 +333,10 @@ pub struct CacheConfig {
     pub backend: Backend,
     /// Secret reference (`env:`/`file:`) to the key material that encrypts URLs in Redis.
     pub encryption_key: Option<String>,
+    /// How long a `BMS.0395` (Windows server) answer is remembered per server; 0 = never.
+    pub windows_seconds: u64,
+    /// How long a `BMS.0040` (no such server) answer is remembered per server; 0 = never.
+    pub not_found_seconds: u64,
 }
 
 impl Default for CacheConfig {
@@ -343,6 +347,8 @@ impl Default for CacheConfig {
             scope: CacheScope::Shared,
             backend: Backend::Local,
             encryption_key: None,
+            windows_seconds: 300,
+            not_found_seconds: 30,
         }
     }
 }
@@ -430,6 +436,17 @@ pub struct UpstreamConfig {
     pub client_cert_file: Option<PathBuf>,
     /// Private key (PEM) of `client_cert_file`.
     pub client_key_file: Option<PathBuf>,
+    /// How often `file:` secrets are checked for changes (Kubernetes rotates mounted secrets).
+    pub secret_reload_interval_ms: u64,
+    /// After the cloud throttles an account (`429`/`APIGW.0308`), how long the gateway stops
+    /// calling with it (answering `429` + `Retry-After` itself).
+    pub throttle_backoff_seconds: u64,
+    pub retry: RetryConfig,
+    pub iam: IamRefreshConfig,
+    pub lockout: LockoutConfig,
+    pub breaker: BreakerConfig,
+    /// The default per-account upstream rate cap; an account's own `[accounts.quota]` wins.
+    pub quota: QuotaConfig,
 }
 
 impl Default for UpstreamConfig {
@@ -442,6 +459,124 @@ impl Default for UpstreamConfig {
             pool_max_idle_per_host: 64,
             client_cert_file: None,
             client_key_file: None,
+            secret_reload_interval_ms: 10_000,
+            throttle_backoff_seconds: 30,
+            retry: RetryConfig::default(),
+            iam: IamRefreshConfig::default(),
+            lockout: LockoutConfig::default(),
+            breaker: BreakerConfig::default(),
+            quota: QuotaConfig::default(),
+        }
+    }
+}
+
+/// Retries of transient upstream failures (connect errors, resets before an answer, 502/503/504,
+/// `BMS.0212`), with exponential backoff and full jitter, inside `upstream.timeout_ms`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    /// Attempts per request, the first included (1 = no retries).
+    pub max_attempts: u32,
+    /// Backoff before retry n is uniform in `0..min(max_backoff, base * 2^(n-1))`.
+    pub base_backoff_ms: u64,
+    pub max_backoff_ms: u64,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            max_attempts: 3,
+            base_backoff_ms: 100,
+            max_backoff_ms: 2_000,
+        }
+    }
+}
+
+/// IAM token refresh.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IamRefreshConfig {
+    /// Refresh this long before `expires_at`.
+    pub refresh_margin_seconds: u64,
+    /// How often the background refresher looks at the token (and retries a failed refresh).
+    pub check_interval_ms: u64,
+}
+
+impl Default for IamRefreshConfig {
+    fn default() -> Self {
+        IamRefreshConfig {
+            refresh_margin_seconds: 3_600,
+            check_interval_ms: 1_000,
+        }
+    }
+}
+
+/// Credential lockout protection: the cloud locks an AK after 5 consecutive bad signatures.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LockoutConfig {
+    /// Consecutive `401`s for one account that pause it (1..=4: the cloud locks at 5).
+    pub threshold: u32,
+    /// How long a paused account is not used (a changed secret file ends the pause early).
+    pub cooldown_seconds: u64,
+}
+
+impl Default for LockoutConfig {
+    fn default() -> Self {
+        LockoutConfig {
+            threshold: 3,
+            cooldown_seconds: 600,
+        }
+    }
+}
+
+/// The per-account circuit breaker.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BreakerConfig {
+    /// Consecutive failed calls that open the breaker.
+    pub consecutive_failures: u32,
+    /// Share of failed calls among the last `window` calls that opens the breaker.
+    pub failure_ratio: f64,
+    /// Calls the ratio is computed over (and the fewest before it applies).
+    pub window: u32,
+    /// How long the breaker stays open before letting probes through.
+    pub open_seconds: u64,
+    /// Probes allowed at once while half-open.
+    pub half_open_probes: u32,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        BreakerConfig {
+            consecutive_failures: 5,
+            failure_ratio: 0.5,
+            window: 20,
+            open_seconds: 30,
+            half_open_probes: 1,
+        }
+    }
+}
+
+/// The gateway's own upstream rate cap for one account (a token bucket).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuotaConfig {
+    pub requests_per_second: f64,
+    pub burst: u32,
+    /// Requests that may wait for a token at once; more are refused at once.
+    pub max_queue: u32,
+    /// Longest wait for a token before the request is refused.
+    pub max_wait_ms: u64,
+}
+
+impl Default for QuotaConfig {
+    fn default() -> Self {
+        QuotaConfig {
+            requests_per_second: 20.0,
+            burst: 50,
+            max_queue: 200,
+            max_wait_ms: 2_000,
         }
     }
 }
@@ -457,10 +592,44 @@ pub struct AccountConfig {
     pub region: Option<String>,
     /// Project ids this account serves.
     pub projects: Vec<String>,
-    /// `env:NAME` or `file:PATH`.
-    pub access_key: String,
-    /// `env:NAME` or `file:PATH`.
-    pub secret_key: String,
+    /// `env:NAME` or `file:PATH` (AK/SK accounts).
+    #[serde(default)]
+    pub access_key: Option<String>,
+    /// `env:NAME` or `file:PATH` (AK/SK accounts).
+    #[serde(default)]
+    pub secret_key: Option<String>,
+    /// `env:NAME` or `file:PATH`: set for temporary (STS) AK/SK, sent and signed as
+    /// `X-Security-Token`.
+    #[serde(default)]
+    pub security_token: Option<String>,
+    /// IAM token credentials instead of AK/SK.
+    #[serde(default)]
+    pub iam: Option<IamAccountConfig>,
+    /// This account's upstream rate cap (default: `[upstream.quota]`).
+    #[serde(default)]
+    pub quota: Option<QuotaConfig>,
+    /// More endpoints of the same BMS API (e.g. a VPC endpoint behind the public one), tried in
+    /// order when the one before is failing or its circuit breaker is open.
+    #[serde(default)]
+    pub fallback_endpoints: Vec<String>,
+}
+
+/// How an account obtains IAM tokens (`POST /v3/auth/tokens`, password method).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IamAccountConfig {
+    /// `https://iam.myhuaweicloud.com` (or a regional IAM), or `embedded`.
+    pub endpoint: String,
+    /// The IAM user name (`env:`/`file:`).
+    pub user: String,
+    /// The account ("domain") name (`env:`/`file:`).
+    pub domain: String,
+    /// `env:`/`file:`.
+    pub password: String,
+    /// Scope: the project id, or
+    pub project_id: Option<String>,
+    /// the project name (e.g. `cn-north-4`).
+    pub project_name: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -678,9 +847,12 @@ impl Config {
 
     /// True when some account is served by the in-process simulator.
     pub fn uses_embedded_simulator(&self) -> bool {
-        self.accounts
-            .iter()
-            .any(|a| a.endpoint == EMBEDDED_ENDPOINT)
+        self.accounts.iter().any(|a| {
+            a.endpoint == EMBEDDED_ENDPOINT
+                || a.iam
+                    .as_ref()
+                    .is_some_and(|i| i.endpoint == EMBEDDED_ENDPOINT)
+        })
     }
 
     /// Checks everything that needs no other file.
@@ -708,6 +880,7 @@ impl Config {
             ));
         }
         self.validate_tracing(&mut issues);
+        self.validate_upstream_resilience(&mut issues);
         let served = self.validate_accounts(&mut issues);
         self.validate_policy(&served, &mut issues);
         self.validate_redis(&mut issues);
@@ -1053,6 +1226,18 @@ impl Config {
                     )),
                 }
             }
+            for (j, fallback) in acc.fallback_endpoints.iter().enumerate() {
+                match fallback.parse::<http::Uri>() {
+                    Ok(uri)
+                        if matches!(uri.scheme_str(), Some("https") | Some("http"))
+                            && uri.host().is_some()
+                            && uri.path_and_query().is_none_or(|p| p.as_str() == "/") => {}
+                    _ => issues.push(ConfigIssue::new(
+                        format!("{key}.fallback_endpoints[{j}]"),
+                        "must be https://HOST[:PORT]",
+                    )),
+                }
+            }
             if acc.projects.is_empty() {
                 issues.push(ConfigIssue::new(
                     format!("{key}.projects"),
@@ -1072,14 +1257,7 @@ impl Config {
                     ));
                 }
             }
-            for (field, value) in [
-                ("access_key", &acc.access_key),
-                ("secret_key", &acc.secret_key),
-            ] {
-                if let Err(e) = SecretRef::parse(value) {
-                    issues.push(ConfigIssue::new(format!("{key}.{field}"), e));
-                }
-            }
+            validate_account_credentials(acc, &key, issues);
         }
         if self.accounts.is_empty() {
             issues.push(ConfigIssue::new(
@@ -1088,6 +1266,67 @@ impl Config {
             ));
         }
         served
+    }
+
+    fn validate_upstream_resilience(&self, issues: &mut Vec<ConfigIssue>) {
+        let u = &self.upstream;
+        if u.secret_reload_interval_ms == 0 {
+            issues.push(ConfigIssue::new(
+                "upstream.secret_reload_interval_ms",
+                "must be above 0",
+            ));
+        }
+        if !(1..=10).contains(&u.retry.max_attempts) {
+            issues.push(ConfigIssue::new(
+                "upstream.retry.max_attempts",
+                "must be between 1 and 10",
+            ));
+        }
+        if u.retry.base_backoff_ms == 0 || u.retry.max_backoff_ms < u.retry.base_backoff_ms {
+            issues.push(ConfigIssue::new(
+                "upstream.retry",
+                "base_backoff_ms must be above 0 and at most max_backoff_ms",
+            ));
+        }
+        if u.iam.check_interval_ms == 0 {
+            issues.push(ConfigIssue::new(
+                "upstream.iam.check_interval_ms",
+                "must be above 0",
+            ));
+        }
+        if !(1..=4).contains(&u.lockout.threshold) {
+            issues.push(ConfigIssue::new(
+                "upstream.lockout.threshold",
+                "must be between 1 and 4: the cloud locks an access key after 5 consecutive bad signatures",
+            ));
+        }
+        let b = &u.breaker;
+        if b.consecutive_failures == 0 || b.window == 0 || b.half_open_probes == 0 {
+            issues.push(ConfigIssue::new(
+                "upstream.breaker",
+                "consecutive_failures, window and half_open_probes must be above 0",
+            ));
+        }
+        if !(b.failure_ratio > 0.0 && b.failure_ratio <= 1.0) {
+            issues.push(ConfigIssue::new(
+                "upstream.breaker.failure_ratio",
+                "must be above 0 and at most 1",
+            ));
+        }
+        let mut quotas = vec![("upstream.quota".to_string(), &u.quota)];
+        for (i, acc) in self.accounts.iter().enumerate() {
+            if let Some(q) = &acc.quota {
+                quotas.push((format!("accounts[{i}].quota"), q));
+            }
+        }
+        for (key, q) in quotas {
+            if !(q.requests_per_second.is_finite() && q.requests_per_second > 0.0) || q.burst == 0 {
+                issues.push(ConfigIssue::new(
+                    key,
+                    "requests_per_second must be a number above 0 and burst at least 1",
+                ));
+            }
+        }
     }
 
     fn validate_policy(&self, served: &HashMap<String, usize>, issues: &mut Vec<ConfigIssue>) {
@@ -1164,6 +1403,60 @@ impl Config {
                 }
             }
         }
+    }
+}
+
+/// One account's credentials: AK/SK (optionally temporary, with a security token) or IAM.
+fn validate_account_credentials(acc: &AccountConfig, key: &str, issues: &mut Vec<ConfigIssue>) {
+    let mut secret = |field: String, value: &str| {
+        if let Err(e) = SecretRef::parse(value) {
+            issues.push(ConfigIssue::new(field, e));
+        }
+    };
+    match (&acc.iam, &acc.access_key, &acc.secret_key) {
+        (None, Some(ak), Some(sk)) => {
+            secret(format!("{key}.access_key"), ak);
+            secret(format!("{key}.secret_key"), sk);
+            if let Some(token) = &acc.security_token {
+                secret(format!("{key}.security_token"), token);
+            }
+        }
+        (Some(iam), None, None) => {
+            secret(format!("{key}.iam.user"), &iam.user);
+            secret(format!("{key}.iam.domain"), &iam.domain);
+            secret(format!("{key}.iam.password"), &iam.password);
+            if acc.security_token.is_some() {
+                issues.push(ConfigIssue::new(
+                    format!("{key}.security_token"),
+                    "belongs to temporary AK/SK, not to IAM token accounts",
+                ));
+            }
+            if iam.project_id.is_some() == iam.project_name.is_some() {
+                issues.push(ConfigIssue::new(
+                    format!("{key}.iam"),
+                    "set exactly one of project_id and project_name (the token's scope)",
+                ));
+            }
+            if iam.endpoint != EMBEDDED_ENDPOINT {
+                match iam.endpoint.parse::<http::Uri>() {
+                    Ok(uri)
+                        if matches!(uri.scheme_str(), Some("https") | Some("http"))
+                            && uri.host().is_some() => {}
+                    _ => issues.push(ConfigIssue::new(
+                        format!("{key}.iam.endpoint"),
+                        "must be https://HOST[:PORT] (e.g. https://iam.myhuaweicloud.com) or \"embedded\"",
+                    )),
+                }
+            }
+        }
+        (Some(_), _, _) => issues.push(ConfigIssue::new(
+            key.to_string(),
+            "an account uses either access_key/secret_key or [iam], not both",
+        )),
+        _ => issues.push(ConfigIssue::new(
+            key.to_string(),
+            "needs access_key and secret_key (AK/SK) or an [iam] table (IAM token)",
+        )),
     }
 }
 

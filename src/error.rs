@@ -130,6 +130,14 @@ pub enum GatewayError {
     RequestLineTooLong,
     #[error("shared store unavailable")]
     SharedStoreUnavailable,
+    #[error("no valid IAM token")]
+    IamTokenUnavailable,
+    #[error("account credentials paused after repeated rejections")]
+    CredentialsPaused { retry_after_secs: u64 },
+    #[error("circuit breaker open")]
+    BreakerOpen { retry_after_secs: u64 },
+    #[error("upstream rate cap exhausted")]
+    UpstreamQuotaExhausted { retry_after_secs: u64 },
 }
 
 impl GatewayError {
@@ -155,7 +163,11 @@ impl GatewayError {
             | GatewayError::UpstreamCredentialsRejected => StatusCode::BAD_GATEWAY,
             GatewayError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::Upstream(e) => e.status,
-            GatewayError::NotReady => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::NotReady
+            | GatewayError::IamTokenUnavailable
+            | GatewayError::CredentialsPaused { .. }
+            | GatewayError::BreakerOpen { .. }
+            | GatewayError::UpstreamQuotaExhausted { .. } => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             GatewayError::RequestLineTooLong => StatusCode::URI_TOO_LONG,
             GatewayError::SharedStoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -189,6 +201,10 @@ impl GatewayError {
             GatewayError::Internal => "BMSGW.0500",
             GatewayError::RequestLineTooLong => "BMSGW.0701",
             GatewayError::SharedStoreUnavailable => "BMSGW.0601",
+            GatewayError::IamTokenUnavailable => "BMSGW.0310",
+            GatewayError::CredentialsPaused { .. } => "BMSGW.0312",
+            GatewayError::BreakerOpen { .. } => "BMSGW.0313",
+            GatewayError::UpstreamQuotaExhausted { .. } => "BMSGW.0314",
         }
     }
 
@@ -246,6 +262,18 @@ impl GatewayError {
             GatewayError::SharedStoreUnavailable => {
                 "The shared rate-limit and cache store is unavailable; retry shortly".into()
             }
+            GatewayError::IamTokenUnavailable => {
+                "The gateway holds no valid IAM token for this project's account (IAM could not be reached or refused)".into()
+            }
+            GatewayError::CredentialsPaused { .. } => {
+                "The cloud rejected this account's service credentials repeatedly; calls are paused to avoid locking the access key".into()
+            }
+            GatewayError::BreakerOpen { .. } => {
+                "The BMS endpoint keeps failing; calls are paused briefly".into()
+            }
+            GatewayError::UpstreamQuotaExhausted { .. } => {
+                "The gateway's upstream rate cap for this account is exhausted".into()
+            }
         }
     }
 
@@ -257,6 +285,20 @@ impl GatewayError {
             "request_id": request_id,
         }))
         .unwrap_or_default()
+    }
+
+    /// `Retry-After` seconds, for the errors that carry one.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            GatewayError::RateLimited { retry_after_secs }
+            | GatewayError::UpstreamThrottled { retry_after_secs }
+            | GatewayError::CredentialsPaused { retry_after_secs }
+            | GatewayError::BreakerOpen { retry_after_secs }
+            | GatewayError::UpstreamQuotaExhausted { retry_after_secs } => Some(*retry_after_secs),
+            // Redis is probed again within a second or so (`redis.retry_interval_ms`).
+            GatewayError::SharedStoreUnavailable => Some(1),
+            _ => None,
+        }
     }
 
     /// A short, bounded label for the upstream-error metric, when this error came from upstream.

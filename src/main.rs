@@ -60,6 +60,10 @@ enum Command {
         /// Servers per project as JSON (default: the built-in demo catalog).
         #[arg(long)]
         catalog: Option<PathBuf>,
+        /// An IAM user for `POST /v3/auth/tokens`, as ACCOUNT/USER:PASSWORD (repeatable);
+        /// its tokens may be scoped to the same projects as the access key.
+        #[arg(long = "iam-user", value_parser = parse_iam_user)]
+        iam_users: Vec<(String, String, String)>,
         #[arg(long, value_enum, default_value = "json")]
         log_format: LogFormatArg,
     },
@@ -104,6 +108,19 @@ enum Command {
     },
 }
 
+fn parse_iam_user(text: &str) -> Result<(String, String, String), String> {
+    let (who, password) = text
+        .split_once(':')
+        .ok_or("expected ACCOUNT/USER:PASSWORD")?;
+    let (domain, user) = who
+        .split_once('/')
+        .ok_or("expected ACCOUNT/USER:PASSWORD")?;
+    if domain.is_empty() || user.is_empty() || password.is_empty() {
+        return Err("expected ACCOUNT/USER:PASSWORD".into());
+    }
+    Ok((domain.into(), user.into(), password.into()))
+}
+
 fn parse_claim(text: &str) -> Result<(String, String), String> {
     text.split_once('=')
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -145,9 +162,10 @@ fn main() -> ExitCode {
             secret_key,
             projects,
             catalog,
+            iam_users,
             log_format: fmt,
         } => runtime.block_on(simulate(
-            listen, access_key, secret_key, projects, catalog, fmt,
+            listen, access_key, secret_key, projects, catalog, iam_users, fmt,
         )),
         Command::Probe { url } => runtime.block_on(probe(url)),
         Command::MintToken {
@@ -258,22 +276,29 @@ async fn serve_until_stopped(running: &server::RunningGateway, signals: Signals)
         }
     }
     let _ = signals;
-    wait_for_signal().await;
+    shutdown_signal().await;
 }
 
-async fn wait_for_signal() {
+/// Resolves on SIGTERM or SIGINT. Created before the listeners start, so a signal that
+/// arrives right after the "listening" log line is not lost to the default action (which
+/// would kill the process without the graceful drain).
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    // ctrl_c() registers its handler on first poll: poll it once now.
+    let mut ctrl_c = Box::pin(tokio::signal::ctrl_c());
+    let _ = futures_util::FutureExt::now_or_never(&mut ctrl_c);
+    async move {
+        #[cfg(unix)]
+        if let Some(mut term) = term {
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
+                _ = ctrl_c => {}
                 _ = term.recv() => {}
             }
             return;
         }
+        let _ = ctrl_c.await;
     }
-    let _ = tokio::signal::ctrl_c().await;
 }
 
 async fn probe(url: String) -> ExitCode {
@@ -340,6 +365,7 @@ async fn simulate(
     secret_key: String,
     projects: Vec<String>,
     catalog: Option<PathBuf>,
+    iam_users: Vec<(String, String, String)>,
     fmt: LogFormatArg,
 ) -> ExitCode {
     telemetry::logging::init(log_format(Some(fmt), LogFormat::Json), "info");
@@ -365,6 +391,15 @@ async fn simulate(
             return ExitCode::FAILURE;
         }
     };
+    let users = iam_users
+        .into_iter()
+        .map(|(domain, name, password)| sim::SimIamUser {
+            domain,
+            name,
+            password: Secret::new(password),
+            projects: projects.clone(),
+        })
+        .collect();
     let config = sim::SimConfig {
         credentials: vec![sim::SimCredential {
             access_key,
@@ -374,7 +409,9 @@ async fn simulate(
         }],
         catalog,
         console_base_url: sim::DEFAULT_CONSOLE_BASE_URL.to_string(),
+        users,
     };
+    let signal = shutdown_signal();
     let handle = match sim::start(config, listener).await {
         Ok(h) => h,
         Err(e) => {
@@ -383,7 +420,7 @@ async fn simulate(
         }
     };
     tracing::info!(endpoint = %handle.endpoint(), "BMS simulator listening");
-    wait_for_signal().await;
+    signal.await;
     handle.shutdown();
     ExitCode::SUCCESS
 }

@@ -7,7 +7,8 @@
 //! 2. [`authenticate`]: bearer JWT → [`Caller`]; nothing later sees the token;
 //! 3. [`authorize`]: the policy decides (default deny);
 //! 4. [`admit`]: the caller's rate limit (denied callers count against the default tier);
-//! 5. [`lookup`]: cached URL, or one coalesced [`call_upstream`] per server;
+//! 5. [`lookup`]: cached URL, a remembered `BMS.0395`/`BMS.0040` answer (the negative cache),
+//!    or one coalesced [`call_upstream`] per server (through the upstream stack, `upstream::stack`);
 //! 6. [`respond`]: BMS-shaped success, or the one error shape;
 //! 7. [`record`]: metrics and the access-log line, for every request, and ([`audit`]) the audit
 //!    record of every console URL issued or refused once the caller is known.
@@ -311,6 +312,20 @@ async fn lookup(
         kind: parsed.kind.kind,
         user: (state.cache_scope == CacheScope::PerUser).then(|| caller.user_key()),
     };
+    let (key_project, key_server) = (key.project.clone(), key.server.clone());
+    // Answers that will not change soon (Windows, no such server) come from memory.
+    if !parsed.force_refresh {
+        if let Some(remembered) = state.negative_cache.get(&key.project, &key.server) {
+            ctx.cache = Some(CacheOutcome::Hit);
+            state
+                .metrics
+                .resilience
+                .negative_cache_hits
+                .with_label_values(&[&remembered.code])
+                .inc();
+            return Err(GatewayError::Upstream(remembered));
+        }
+    }
     let upstream_state = state.clone();
     let target = parsed.target.clone();
     let (result, outcome) = state
@@ -327,7 +342,10 @@ async fn lookup(
         .inc();
     match &result {
         Ok(fetched) => ctx.upstream_request_id = fetched.upstream_request_id.clone(),
-        Err(GatewayError::Upstream(e)) => ctx.upstream_request_id = e.request_id.clone(),
+        Err(GatewayError::Upstream(e)) => {
+            ctx.upstream_request_id = e.request_id.clone();
+            state.negative_cache.remember(&key_project, &key_server, e);
+        }
         Err(_) => {}
     }
     result
@@ -371,14 +389,14 @@ fn respond(
         headers.insert("ratelimit-remaining", HeaderValue::from(rate.remaining));
         headers.insert("ratelimit-reset", HeaderValue::from(rate.reset_seconds()));
     }
+    if let Some(secs) = result
+        .as_ref()
+        .err()
+        .and_then(GatewayError::retry_after_secs)
+    {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
     match &result {
-        Err(GatewayError::RateLimited { retry_after_secs })
-        | Err(GatewayError::UpstreamThrottled { retry_after_secs }) => {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
-        }
-        Err(GatewayError::SharedStoreUnavailable) => {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from(1));
-        }
         Err(GatewayError::MethodNotAllowed) => {
             headers.insert(header::ALLOW, HeaderValue::from_static("POST"));
         }

@@ -128,8 +128,10 @@ impl Reloader {
                 "config reload: these settings only take effect on restart and were ignored"
             );
         }
+        // Ready before the swap: first IAM tokens, refreshers and the secret poller running, and
+        // Redis connected, so requests never wait for the new gateway to get going.
+        gateway.start_background().await;
         if let Some(redis) = &gateway.redis {
-            // Connected before the swap, so requests never wait for the new gateway's connect.
             redis.warm_up().await;
         }
         gateway

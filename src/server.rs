@@ -132,6 +132,7 @@ pub async fn start_with_clock(
     if let Some(redis) = &state.redis {
         redis.warm_up().await;
     }
+    state.start_background().await;
 
     let (background_stop, background_stopped) = watch::channel(false);
     let public = bind(config.server.listen).await?;
@@ -510,8 +511,13 @@ impl Drop for Busy {
 async fn start_embedded_simulator(config: &Config) -> Result<sim::SimHandle, StartError> {
     let mut issues = Vec::new();
     let mut credentials = Vec::new();
+    let mut users: Vec<sim::SimIamUser> = Vec::new();
     for (i, acc) in config.accounts.iter().enumerate() {
-        if acc.endpoint != EMBEDDED_ENDPOINT {
+        let iam_embedded = acc
+            .iam
+            .as_ref()
+            .is_some_and(|i| i.endpoint == EMBEDDED_ENDPOINT);
+        if acc.endpoint != EMBEDDED_ENDPOINT && !iam_embedded {
             continue;
         }
         let resolve = |field: &str, text: &str, issues: &mut Vec<_>| {
@@ -525,18 +531,40 @@ async fn start_embedded_simulator(config: &Config) -> Result<sim::SimHandle, Sta
                 })
                 .ok()
         };
-        let ak = resolve("access_key", &acc.access_key, &mut issues);
-        let sk = resolve("secret_key", &acc.secret_key, &mut issues);
+        let projects: Vec<String> = acc
+            .projects
+            .iter()
+            .map(|p| p.to_ascii_lowercase())
+            .collect();
+        if let Some(iam) = &acc.iam {
+            let user = resolve("iam.user", &iam.user, &mut issues);
+            let domain = resolve("iam.domain", &iam.domain, &mut issues);
+            let password = resolve("iam.password", &iam.password, &mut issues);
+            if let (Some(user), Some(domain), Some(password)) = (user, domain, password) {
+                users.push(sim::SimIamUser {
+                    domain: domain.expose().to_string(),
+                    name: user.expose().to_string(),
+                    password,
+                    projects,
+                });
+            }
+            continue;
+        }
+        let (Some(ak_ref), Some(sk_ref)) = (&acc.access_key, &acc.secret_key) else {
+            continue;
+        };
+        let ak = resolve("access_key", ak_ref, &mut issues);
+        let sk = resolve("secret_key", sk_ref, &mut issues);
+        let token = acc
+            .security_token
+            .as_ref()
+            .and_then(|t| resolve("security_token", t, &mut issues));
         if let (Some(ak), Some(sk)) = (ak, sk) {
             credentials.push(sim::SimCredential {
                 access_key: ak.expose().to_string(),
                 secret_key: sk,
-                projects: acc
-                    .projects
-                    .iter()
-                    .map(|p| p.to_ascii_lowercase())
-                    .collect(),
-                security_token: None,
+                projects,
+                security_token: token,
             });
         }
     }
@@ -564,6 +592,7 @@ async fn start_embedded_simulator(config: &Config) -> Result<sim::SimHandle, Sta
             credentials,
             catalog,
             console_base_url: sim::DEFAULT_CONSOLE_BASE_URL.to_string(),
+            users,
         },
         listener,
     )

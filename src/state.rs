@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::auth::{Policy, Verifier};
-use crate::cache::ConsoleCache;
+use crate::cache::{ConsoleCache, NegativeCache};
 use crate::clock::SharedClock;
 use crate::config::{Backend, CacheScope, Config, ConfigError, ConfigIssue};
 use crate::ratelimit::{Limiter, LocalLimiter, Quota, RedisLimiter};
@@ -19,6 +19,7 @@ use crate::shared::seal::Sealer;
 use crate::shared::{RedisStore, SharedCacheTier};
 use crate::telemetry::audit::AuditLog;
 use crate::telemetry::Metrics;
+use crate::upstream::accounts::AccountDeps;
 use crate::upstream::{Accounts, UpstreamClient};
 
 /// Everything a request needs, shared by all connections.
@@ -30,7 +31,7 @@ pub struct Gateway {
     pub tier_quotas: HashMap<String, Quota>,
     pub cache: ConsoleCache,
     pub cache_scope: CacheScope,
-    pub accounts: Accounts,
+    pub accounts: Arc<Accounts>,
     pub upstream: UpstreamClient,
     pub metrics: Arc<Metrics>,
     pub clock: SharedClock,
@@ -43,6 +44,48 @@ pub struct Gateway {
     pub redis: Option<Arc<RedisStore>>,
     /// Where a record of every console URL issued or refused goes.
     pub audit: AuditLog,
+    /// Remembered `BMS.0395` / `BMS.0040` answers.
+    pub negative_cache: NegativeCache,
+    /// Background tasks (IAM refreshers, the secret poller), aborted when the gateway is
+    /// dropped, so a config reload that builds a new `Gateway` never leaks them.
+    pub background: BackgroundTasks,
+    secret_reload_interval: Duration,
+    iam_check_interval: Duration,
+}
+
+/// Abort handles of the tasks a [`Gateway`] owns; dropping this aborts them all.
+#[derive(Default)]
+pub struct BackgroundTasks(std::sync::Mutex<Vec<tokio::task::AbortHandle>>);
+
+impl BackgroundTasks {
+    fn push(&self, handle: tokio::task::AbortHandle) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(handle);
+    }
+
+    /// Handles on the tasks (to watch them end, in tests).
+    pub fn handles(&self) -> Vec<tokio::task::AbortHandle> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// How many tasks are registered (for tests).
+    pub fn len(&self) -> usize {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Drop for BackgroundTasks {
+    fn drop(&mut self) {
+        for task in self.0.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+            task.abort();
+        }
+    }
 }
 
 impl Gateway {
@@ -50,7 +93,9 @@ impl Gateway {
     /// the config uses one.
     ///
     /// Identity providers' key sets are fetched here, so the gateway is never ready without
-    /// them; their background refreshers stop when the `Gateway` is dropped.
+    /// them; their background refreshers stop when the `Gateway` is dropped. A runnable gateway
+    /// also needs [`Gateway::start_background`] (first IAM tokens, refreshers, the secret
+    /// poller), which a config reload calls on the new `Gateway` before swapping it in.
     pub async fn build(
         config: &Config,
         clock: SharedClock,
@@ -78,12 +123,22 @@ impl Gateway {
         )
         .map_err(|e| issues.extend(e))
         .ok();
-        let accounts = Accounts::from_config(config, embedded_endpoint)
-            .map_err(|e| issues.extend(e))
-            .ok();
         let upstream = UpstreamClient::new(&config.upstream, &config.base_dir, metrics.clone())
             .map_err(|e| issues.push(crate::config::ConfigIssue::new("upstream", e)))
             .ok();
+        let accounts = upstream.as_ref().and_then(|upstream| {
+            Accounts::from_config(
+                config,
+                AccountDeps {
+                    embedded_endpoint,
+                    clock: clock.clone(),
+                    http: upstream.http(),
+                    metrics: metrics.clone(),
+                },
+            )
+            .map_err(|e| issues.extend(e))
+            .ok()
+        });
         let shared = SharedBackends::build(config, &metrics, &clock)
             .map_err(|e| issues.extend(e))
             .ok();
@@ -135,7 +190,13 @@ impl Gateway {
                 shared.cache_tier,
             ),
             cache_scope: config.cache.scope,
-            accounts,
+            negative_cache: NegativeCache::new(
+                Duration::from_secs(config.cache.windows_seconds),
+                Duration::from_secs(config.cache.not_found_seconds),
+                config.cache.max_entries,
+                clock.clone(),
+            ),
+            accounts: Arc::new(accounts),
             upstream,
             metrics,
             clock,
@@ -144,7 +205,34 @@ impl Gateway {
             max_request_line_bytes: config.server.max_request_line_bytes,
             redis: shared.store,
             audit,
+            background: BackgroundTasks::default(),
+            secret_reload_interval: Duration::from_millis(
+                config.upstream.secret_reload_interval_ms,
+            ),
+            iam_check_interval: Duration::from_millis(config.upstream.iam.check_interval_ms),
         })
+    }
+
+    /// Fetches the first IAM tokens and starts the background tasks (call inside a tokio
+    /// runtime, once). The tasks end when this gateway is dropped.
+    pub async fn start_background(&self) {
+        self.accounts.prime_tokens().await;
+        for (_, source) in self.accounts.iam_sources() {
+            self.background.push(crate::upstream::iam::spawn_refresher(
+                source,
+                self.iam_check_interval,
+            ));
+        }
+        self.background
+            .push(crate::upstream::accounts::spawn_secret_poller(
+                &self.accounts,
+                self.secret_reload_interval,
+            ));
+    }
+
+    /// True when every account has usable credentials (IAM accounts: a valid token).
+    pub fn upstream_ready(&self) -> bool {
+        self.accounts.credentials_ready()
     }
 
     /// The quota for a tier name (the default when the rule names none).

@@ -291,6 +291,9 @@ fn check_config_accepts_the_shipped_configs() {
 
     let prod = repo().join("config/production.example.toml");
     let secrets = [
+        ("BMSGW_EU_WEST_101_IAM_USER", "svc"),
+        ("BMSGW_EU_WEST_101_IAM_DOMAIN", "acme"),
+        ("BMSGW_EU_WEST_101_IAM_PASSWORD", "pw"),
         ("BMSGW_CN_NORTH_4_AK", "ak1"),
         ("BMSGW_CN_NORTH_4_SK", "sk1"),
         ("BMSGW_AP_SE_1_AK", "ak2"),
@@ -298,7 +301,7 @@ fn check_config_accepts_the_shipped_configs() {
     ];
     let (ok, _, stderr) = check_config(&prod, &secrets);
     assert!(ok, "{stderr}");
-    let (ok, _, stderr) = check_config(&prod, &secrets[..3]);
+    let (ok, _, stderr) = check_config(&prod, &secrets[..secrets.len() - 1]);
     assert!(!ok);
     assert_eq!(
         stderr.trim(),
@@ -373,6 +376,8 @@ async fn simulate_serves_the_bms_api_on_its_own() {
             TEST_AK,
             "--secret-key",
             TEST_SK,
+            "--iam-user",
+            "acme/svc:sim-iam-password",
         ],
         &repo(),
     );
@@ -394,6 +399,22 @@ async fn simulate_serves_the_bms_api_on_its_own() {
     )
     .await;
     assert_eq!(stats.json()["remote_console_ok"], 1);
+    // The IAM user from --iam-user gets a token.
+    let body = format!(
+        r#"{{"auth":{{"identity":{{"methods":["password"],"password":{{"user":{{"domain":{{"name":"acme"}},"name":"svc","password":"sim-iam-password"}}}}}},"scope":{{"project":{{"id":"{PROJECT}"}}}}}}}}"#
+    );
+    let token = send(
+        &client(),
+        Method::POST,
+        &format!("{endpoint}/v3/auth/tokens?nocatalog=true"),
+        &[("content-type", "application/json;charset=utf8")],
+        body,
+    )
+    .await;
+    assert_eq!(token.status, 201, "{}", token.text());
+    assert!(token
+        .header("x-subject-token")
+        .is_some_and(|t| t.starts_with("MII")));
     let (status, _) = sim.terminate();
     assert!(status.success());
 }

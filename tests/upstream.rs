@@ -63,12 +63,20 @@ async fn a_refused_connection_is_502() {
         .await
         .assert_error(502, "BMSGW.0301");
     let scrape = h.metrics().await;
+    // A refused connection is transient: the default 3 attempts were made.
     assert_eq!(
         metric(
             &scrape,
             r#"bmsgw_upstream_errors_total{account="test-account",kind="connect"}"#
         ),
-        1.0
+        3.0
+    );
+    assert_eq!(
+        metric(
+            &scrape,
+            r#"bmsgw_upstream_retries_total{account="test-account"}"#
+        ),
+        2.0
     );
 }
 
@@ -85,6 +93,8 @@ async fn cloud_server_errors_and_throttling_pass_through() {
     reply.assert_error(429, "APIGW.0308");
     assert!(reply.header("retry-after").is_some());
     h.sim().faults().set_throttle_rate(0.0);
+    // The account is backed off for upstream.throttle_backoff_seconds (30 s by default).
+    h.clock.advance(Duration::from_secs(30));
     assert_eq!(h.console("alice", LINUX).await.status, 200);
 }
 

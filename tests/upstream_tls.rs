@@ -202,3 +202,35 @@ async fn a_client_certificate_without_its_key_is_a_config_error() {
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn iam_tokens_are_fetched_and_used_over_verified_tls() {
+    use bms_console_gateway::secret::Secret;
+    use bms_console_gateway::sim;
+    let mut config = sim::SimConfig::new(Vec::new(), sim::Catalog::demo());
+    config.users = vec![sim::SimIamUser {
+        domain: "acme".into(),
+        name: "svc".into(),
+        password: Secret::new("tls-iam-password"),
+        projects: vec![PROJECT.into()],
+    }];
+    let simulator = start_sim_with(config).await;
+    let front = tls_front(simulator.addr(), &["localhost"], "iam").await;
+    std::env::set_var("BMSGW_TLS_IAM_USER", "svc");
+    std::env::set_var("BMSGW_TLS_IAM_DOMAIN", "acme");
+    std::env::set_var("BMSGW_TLS_IAM_PASSWORD", "tls-iam-password");
+    let https = format!("https://localhost:{}", front.addr.port());
+    let accounts = format!(
+        "[[accounts]]\nname = \"iam-tls\"\nendpoint = \"{https}\"\nprojects = [\"{PROJECT}\"]\n[accounts.iam]\nendpoint = \"{https}\"\nuser = \"env:BMSGW_TLS_IAM_USER\"\ndomain = \"env:BMSGW_TLS_IAM_DOMAIN\"\npassword = \"env:BMSGW_TLS_IAM_PASSWORD\"\nproject_id = \"{PROJECT}\"\n"
+    );
+    let h = Harness::start(TestConfig {
+        accounts: Some(accounts),
+        upstream_ca_file: Some(front.ca_file.clone()),
+        ..TestConfig::default()
+    })
+    .await;
+    assert_eq!(h.readyz().await, 200);
+    let reply = h.console("alice", LINUX).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(simulator.stats().iam_tokens_issued, 1);
+}

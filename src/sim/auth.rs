@@ -35,6 +35,9 @@ pub(crate) enum AuthFailure {
     /// The MAC did not match, or a declared header was absent, duplicated or not UTF-8, or
     /// `x-sdk-date` was not declared.
     BadSignature,
+    /// The credential is a temporary (STS) key and the request did not carry its
+    /// `X-Security-Token`, signed.
+    SecurityToken,
     /// Correctly signed, but `X-Sdk-Date` is more than [`MAX_CLOCK_SKEW`] away.
     Expired {
         signed_at: String,
@@ -54,7 +57,10 @@ impl AuthFailure {
         const PREFIX: &str = "Incorrect IAM authentication information";
         match self {
             AuthFailure::Missing => format!("{PREFIX}: x-auth-token not found"),
-            AuthFailure::Malformed | AuthFailure::UnknownAccessKey | AuthFailure::BadSignature => {
+            AuthFailure::Malformed
+            | AuthFailure::UnknownAccessKey
+            | AuthFailure::BadSignature
+            | AuthFailure::SecurityToken => {
                 format!("{PREFIX}: verify aksk signature fail")
             }
             AuthFailure::Expired {
@@ -109,6 +115,16 @@ pub(crate) fn authenticate<'c>(
     };
     if !signer::verify(&req, &auth, &credential.secret_key) {
         return Err(AuthFailure::BadSignature);
+    }
+    if let Some(expected) = &credential.security_token {
+        let sent = parts
+            .headers
+            .get("x-security-token")
+            .and_then(|v| v.to_str().ok());
+        let signed = auth.signed_headers.iter().any(|h| h == "x-security-token");
+        if !signed || sent != Some(expected.expose()) {
+            return Err(AuthFailure::SecurityToken);
+        }
     }
 
     // verify() has checked that exactly one X-Sdk-Date exists and parses.

@@ -6,9 +6,17 @@
 //! request; `1.0` always fires, `0.0` never does, so tests can be deterministic.
 //!
 //! The server applies them, on the API route only and before anything else, in this order:
-//! latency, close connection, throttle (429), 5xx (see `server.rs` for the answers).
+//! the next scripted fault (if any), latency, close connection, throttle (429), 5xx (see
+//! `server.rs` for the answers).
+//!
+//! A **script** is a queue of faults for the next calls, one per call, e.g. `"next":
+//! ["503","503","503"]` fails exactly the next three calls with 503 and lets the fourth
+//! through; `"ok"` lets one call through unharmed. That makes retry tests exact where rates
+//! would be probabilistic.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -24,6 +32,31 @@ pub struct Faults {
     error_5xx_rate: AtomicU64,
     throttle_rate: AtomicU64,
     close_connection_rate: AtomicU64,
+    script: Mutex<VecDeque<Scripted>>,
+}
+
+/// One scripted fault: what the next call gets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Scripted {
+    /// No fault for this call.
+    #[serde(rename = "ok")]
+    Ok,
+    #[serde(rename = "502")]
+    BadGateway,
+    /// `503 APIGW.0202`, as the rate knob answers.
+    #[serde(rename = "503")]
+    Unavailable,
+    #[serde(rename = "504")]
+    GatewayTimeout,
+    /// The connection is closed without an answer.
+    #[serde(rename = "reset")]
+    Reset,
+    /// `400 BMS.0212` "System is overloaded" (BMS sends 400 here, not 429).
+    #[serde(rename = "overload")]
+    Overload,
+    /// `429 APIGW.0308`.
+    #[serde(rename = "throttle")]
+    Throttle,
 }
 
 /// The knobs as JSON, for `POST /sim/faults` and `GET /sim/faults`. In a POST, an omitted
@@ -39,6 +72,19 @@ pub struct FaultSettings {
     pub throttle_rate: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub close_connection_rate: Option<f64>,
+    /// Faults for the next calls, appended to the queue (see the module docs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<Vec<Scripted>>,
+    /// Lifetime of IAM tokens issued from now on (applied by the server, not by [`Faults`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iam_token_lifetime_seconds: Option<u64>,
+    /// While true, `POST /v3/auth/tokens` answers 503 (applied by the server).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iam_down: Option<bool>,
+    /// Calls per minute per account before `429 APIGW.0308`; 0 = unlimited (applied by the
+    /// server).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_limit_per_minute: Option<u64>,
 }
 
 /// Clamps to `0.0..=1.0`; NaN becomes 0 (a knob that is off is the safe reading of garbage).
@@ -91,6 +137,20 @@ impl Faults {
         store_rate(&self.close_connection_rate, rate);
     }
 
+    /// Queues faults for the next calls, one per call.
+    pub fn script(&self, faults: &[Scripted]) {
+        self.lock_script().extend(faults.iter().copied());
+    }
+
+    /// Takes the fault for this call, if one is queued.
+    pub(crate) fn next_scripted(&self) -> Option<Scripted> {
+        self.lock_script().pop_front()
+    }
+
+    fn lock_script(&self) -> std::sync::MutexGuard<'_, VecDeque<Scripted>> {
+        self.script.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     pub fn latency(&self) -> Duration {
         Duration::from_millis(self.latency_ms.load(Ordering::Relaxed))
     }
@@ -114,6 +174,8 @@ impl Faults {
             error_5xx_rate: Some(self.error_5xx_rate()),
             throttle_rate: Some(self.throttle_rate()),
             close_connection_rate: Some(self.close_connection_rate()),
+            next: Some(self.lock_script().iter().copied().collect()),
+            ..FaultSettings::default()
         }
     }
 
@@ -152,6 +214,9 @@ impl Faults {
         if let Some(r) = settings.close_connection_rate {
             self.set_close_connection_rate(r);
         }
+        if let Some(next) = &settings.next {
+            self.script(next);
+        }
         Ok(())
     }
 
@@ -161,6 +226,7 @@ impl Faults {
         self.set_error_5xx_rate(0.0);
         self.set_throttle_rate(0.0);
         self.set_close_connection_rate(0.0);
+        self.lock_script().clear();
     }
 }
 

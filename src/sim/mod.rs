@@ -9,17 +9,21 @@
 //! Module map:
 //! - `catalog`: which servers exist where ([`Catalog`]);
 //! - `auth`: `SDK-HMAC-SHA256` verification and the 15-minute date window;
-//! - `faults`: live fault knobs ([`Faults`]);
+//! - `faults`: live fault knobs ([`Faults`]), including scripted faults for the next calls;
+//! - `iam`: the IAM token endpoint and `X-Auth-Token` checks ([`SimIamUser`]);
+//! - `guard`: per-account throttling and the AK lockout after 5 bad signatures;
 //! - `stats`: counters for tests ([`SimStats`]);
 //! - `responses`: JSON answers, request ids;
 //! - `server`: accept loop, routing, the route handler and the `/sim/` control endpoints.
 //!
-//! The control endpoints (`GET /sim/stats`, `GET`/`POST /sim/faults`, `POST /sim/reset`)
-//! are not part of the real API and are unauthenticated: bind the simulator to loopback.
+//! The control endpoints (`GET /sim/stats`, `GET`/`POST /sim/faults`, `POST /sim/reset`,
+//! `POST /sim/iam/revoke`) are not part of the real API and are unauthenticated: bind the simulator to loopback.
 
 mod auth;
 mod catalog;
 mod faults;
+mod guard;
+mod iam;
 mod responses;
 mod server;
 mod stats;
@@ -27,7 +31,9 @@ mod stats;
 mod tests;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -38,7 +44,9 @@ pub use catalog::{
     Catalog, ServerOs, SimServer, DEMO_LINUX_SERVER_2_ID, DEMO_LINUX_SERVER_ID, DEMO_PROJECT_ID,
     DEMO_WINDOWS_SERVER_ID,
 };
-pub use faults::{FaultSettings, Faults, MAX_LATENCY};
+pub use faults::{FaultSettings, Faults, Scripted, MAX_LATENCY};
+pub use guard::{LOCKOUT_DURATION, LOCKOUT_THRESHOLD};
+pub use iam::{SimIamUser, DEFAULT_TOKEN_LIFETIME};
 pub use stats::SimStats;
 
 /// Where console URLs point unless configured otherwise (`.invalid` never resolves).
@@ -51,7 +59,7 @@ pub struct SimCredential {
     pub secret_key: Secret,
     /// Project ids the account owns; any other project in a URL is `Common.0018`.
     pub projects: Vec<String>,
-    /// Reserved for temporary (STS) keys; ignored for now.
+    /// Set for temporary (STS) keys: requests must carry this `X-Security-Token`, signed.
     pub security_token: Option<Secret>,
 }
 
@@ -63,6 +71,8 @@ pub struct SimConfig {
     /// Console URLs are `<console_base_url>?token=<fresh uuid>` (`&token=` if it already
     /// has a query).
     pub console_base_url: String,
+    /// IAM users that may obtain tokens from `POST /v3/auth/tokens`.
+    pub users: Vec<SimIamUser>,
 }
 
 impl SimConfig {
@@ -72,6 +82,7 @@ impl SimConfig {
             credentials,
             catalog,
             console_base_url: DEFAULT_CONSOLE_BASE_URL.to_string(),
+            users: Vec::new(),
         }
     }
 }
@@ -79,8 +90,43 @@ impl SimConfig {
 /// State shared by the server task and every [`SimHandle`].
 pub(crate) struct Shared {
     config: SimConfig,
+    /// The AK/SK pairs, rotatable at run time ([`SimHandle::set_secret_key`]).
+    credentials: RwLock<Vec<SimCredential>>,
     counters: stats::Counters,
     faults: Faults,
+    iam: iam::IamState,
+    guards: guard::Guards,
+}
+
+impl Shared {
+    fn stats(&self) -> SimStats {
+        let mut s = self.counters.snapshot();
+        s.iam_token_requests = self.iam.token_requests.load(Ordering::Relaxed);
+        s.iam_tokens_issued = self.iam.tokens_issued.load(Ordering::Relaxed);
+        s.max_consecutive_bad_signatures = self
+            .guards
+            .max_consecutive_bad_signatures
+            .load(Ordering::Relaxed);
+        s.ak_lockouts = self.guards.lockouts.load(Ordering::Relaxed);
+        s
+    }
+
+    /// Every knob, the IAM and per-account ones included (`GET /sim/faults`).
+    fn fault_settings(&self) -> FaultSettings {
+        FaultSettings {
+            iam_token_lifetime_seconds: Some(self.iam.lifetime().as_secs()),
+            iam_down: Some(self.iam.is_down()),
+            account_limit_per_minute: Some(self.guards.limit_per_minute()),
+            ..self.faults.settings()
+        }
+    }
+
+    fn reset(&self) {
+        self.counters.reset();
+        self.faults.reset();
+        self.iam.reset();
+        self.guards.reset();
+    }
 }
 
 /// Starts serving `config` on `listener` in a spawned task (call inside a tokio runtime).
@@ -102,9 +148,12 @@ pub async fn start(config: SimConfig, listener: TcpListener) -> std::io::Result<
     }
     let addr = listener.local_addr()?;
     let shared = Arc::new(Shared {
+        credentials: RwLock::new(config.credentials.clone()),
+        iam: iam::IamState::new(config.users.clone()),
         config,
         counters: stats::Counters::default(),
         faults: Faults::new(),
+        guards: guard::Guards::default(),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let (done_tx, done_rx) = watch::channel(false);
@@ -148,7 +197,40 @@ impl SimHandle {
 
     /// A snapshot of the counters.
     pub fn stats(&self) -> SimStats {
-        self.shared.counters.snapshot()
+        self.shared.stats()
+    }
+
+    /// Rotates an account's secret key on the cloud side (as a key rotation in the console
+    /// does); requests signed with the old key fail from now on.
+    pub fn set_secret_key(&self, access_key: &str, secret_key: &str) {
+        let mut creds = self
+            .shared
+            .credentials
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        for c in creds.iter_mut().filter(|c| c.access_key == access_key) {
+            c.secret_key = Secret::new(secret_key);
+        }
+    }
+
+    /// Lifetime of IAM tokens issued from now on (default 24 h; may be seconds).
+    pub fn set_token_lifetime(&self, lifetime: Duration) {
+        self.shared.iam.set_lifetime(lifetime);
+    }
+
+    /// Revokes every IAM token issued so far (as a password change does).
+    pub fn revoke_tokens(&self) {
+        self.shared.iam.revoke_all();
+    }
+
+    /// While `down`, `POST /v3/auth/tokens` answers `503`.
+    pub fn set_iam_down(&self, down: bool) {
+        self.shared.iam.set_down(down);
+    }
+
+    /// Requests per minute each account may make before `429 APIGW.0308`; 0 = unlimited.
+    pub fn set_account_limit_per_minute(&self, limit: u64) {
+        self.shared.guards.set_limit_per_minute(limit);
     }
 
     /// The live fault knobs, shared with the server.
@@ -156,10 +238,10 @@ impl SimHandle {
         &self.shared.faults
     }
 
-    /// Zeroes the counters and turns every fault off (as `POST /sim/reset`).
+    /// Zeroes the counters, turns every fault off, forgets issued tokens, lockouts and
+    /// limits (as `POST /sim/reset`).
     pub fn reset(&self) {
-        self.shared.counters.reset();
-        self.shared.faults.reset();
+        self.shared.reset();
     }
 
     /// Stops accepting connections; in-flight requests finish, then the task ends.

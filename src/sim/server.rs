@@ -8,9 +8,13 @@
 //!
 //! The `remote_console` route walks these steps, each able to end the request:
 //! 1. count the request and record its header names;
-//! 2. fault knobs: latency, dropped connection, `429 APIGW.0308`, `503`;
+//! 2. fault knobs: the next scripted fault, latency, dropped connection, `429 APIGW.0308`,
+//!    `503`;
 //! 3. read the body (size cap, time limit);
-//! 4. AK/SK authentication (`401 APIGW.0301`, see `auth.rs`);
+//! 4. authentication (`401 APIGW.0301`): an `X-Auth-Token` from `iam.rs`, or AK/SK (see
+//!    `auth.rs`), where a locked AK is refused before its signature is looked at and every
+//!    bad signature counts towards the lockout (`guard.rs`); then the per-account limit
+//!    (`429 APIGW.0308`, `guard.rs`);
 //! 5. project ownership and `X-Project-Id` (`400 Common.0018`);
 //! 6. body validation (`400 BMS.0001` / `BMS.0018`);
 //! 7. server lookup (`400 BMS.0040`), Windows (`400 BMS.0395`);
@@ -39,9 +43,10 @@ use tracing::{debug, info, warn};
 
 use super::auth::{authenticate, AuthFailure};
 use super::catalog::ServerOs;
-use super::faults::{fires, FaultSettings};
+use super::faults::{fires, FaultSettings, Scripted};
 use super::responses::{flat, json, nested, new_request_id, Body};
 use super::Shared;
+use crate::upstream::signer;
 
 /// Largest request body read; far above the 60-byte `remote_console` body.
 const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -143,6 +148,9 @@ enum Route {
     SimFaultsGet,
     SimFaultsSet,
     SimReset,
+    SimIamRevoke,
+    /// `POST /v3/auth/tokens` (any query, e.g. `?nocatalog=true`).
+    IamTokens,
     /// A known API path with another method (APIGW words this case differently).
     WrongMethod,
     NotFound,
@@ -156,6 +164,9 @@ fn route(method: &Method, path: &str) -> Route {
         (&Method::GET, "/sim/faults") => return Route::SimFaultsGet,
         (&Method::POST, "/sim/faults") => return Route::SimFaultsSet,
         (&Method::POST, "/sim/reset") => return Route::SimReset,
+        (&Method::POST, "/sim/iam/revoke") => return Route::SimIamRevoke,
+        (&Method::POST, "/v3/auth/tokens") => return Route::IamTokens,
+        (_, "/v3/auth/tokens") => return Route::WrongMethod,
         _ => {}
     }
     let trimmed = path.strip_suffix('/').unwrap_or(path);
@@ -185,14 +196,21 @@ async fn handle(
         Route::RemoteConsole { project, server } => {
             return remote_console(&shared, &request_id, parts, body, &project, &server).await;
         }
-        Route::SimStats => json(StatusCode::OK, &request_id, &shared.counters.snapshot()),
-        Route::SimFaultsGet => json(StatusCode::OK, &request_id, &shared.faults.settings()),
+        Route::SimStats => json(StatusCode::OK, &request_id, &shared.stats()),
+        Route::SimFaultsGet => json(StatusCode::OK, &request_id, &shared.fault_settings()),
         Route::SimFaultsSet => set_faults(&shared, &request_id, body).await,
         Route::SimReset => {
-            shared.counters.reset();
-            shared.faults.reset();
-            json(StatusCode::OK, &request_id, &shared.counters.snapshot())
+            shared.reset();
+            json(StatusCode::OK, &request_id, &shared.stats())
         }
+        Route::SimIamRevoke => {
+            shared.iam.revoke_all();
+            json(StatusCode::OK, &request_id, &json!({"revoked": true}))
+        }
+        Route::IamTokens => match read_body(body).await {
+            Ok(bytes) => shared.iam.create_token(&request_id, &bytes),
+            Err(e) => body_error(&request_id, e),
+        },
         Route::WrongMethod => flat(
             StatusCode::NOT_FOUND,
             &request_id,
@@ -256,11 +274,23 @@ async fn set_faults(shared: &Shared, request_id: &str, body: Incoming) -> Respon
         Ok(s) => s,
         Err(e) => return invalid(format!("invalid fault settings: {e}")),
     };
+    if settings.iam_token_lifetime_seconds == Some(0) {
+        return invalid("iam_token_lifetime_seconds must be at least 1".into());
+    }
     if let Err(msg) = shared.faults.apply(&settings) {
         return invalid(msg);
     }
+    if let Some(seconds) = settings.iam_token_lifetime_seconds {
+        shared.iam.set_lifetime(Duration::from_secs(seconds));
+    }
+    if let Some(down) = settings.iam_down {
+        shared.iam.set_down(down);
+    }
+    if let Some(limit) = settings.account_limit_per_minute {
+        shared.guards.set_limit_per_minute(limit);
+    }
     info!(?settings, "simulator faults changed");
-    json(StatusCode::OK, request_id, &shared.faults.settings())
+    json(StatusCode::OK, request_id, &shared.fault_settings())
 }
 
 /// The `remote_console` route (steps in the module docs).
@@ -314,22 +344,26 @@ async fn remote_console_steps(
         Err(e) => return Ok(body_error(request_id, e)),
     };
 
-    let credential = match authenticate(&shared.config.credentials, parts, &body, SystemTime::now())
-    {
-        Ok(c) => c,
-        Err(failure) => {
-            // The failure's Debug holds no secret or signature, only the public date.
-            debug!(request_id, ?failure, "remote_console authentication failed");
-            return Ok(unauthorized(request_id, &failure));
-        }
+    let account = match authenticate_any(shared, request_id, parts, &body) {
+        Ok(account) => account,
+        Err(resp) => return Ok(*resp),
     };
+    if let Err(limit) = shared.guards.admit(&account.key) {
+        shared.counters.throttled();
+        return Ok(flat(
+            StatusCode::TOO_MANY_REQUESTS,
+            request_id,
+            "APIGW.0308",
+            &format!("The throttling threshold has been reached: policy user over ratelimit,limit:{limit},time:1 minute"),
+        ));
+    }
 
     let header_projects_match = parts
         .headers
         .get_all("x-project-id")
         .iter()
         .all(|v| v.as_bytes() == project.as_bytes());
-    if !credential.projects.iter().any(|p| p == project) || !header_projects_match {
+    if !account.projects.iter().any(|p| p == project) || !header_projects_match {
         return Ok(nested(
             StatusCode::BAD_REQUEST,
             request_id,
@@ -374,6 +408,78 @@ async fn remote_console_steps(
     ))
 }
 
+/// Who a request authenticated as: the throttling key and the projects it may touch.
+struct Authenticated {
+    key: String,
+    projects: Vec<String>,
+}
+
+/// Step 4: an IAM token (`X-Auth-Token`, when no `Authorization` is sent) or AK/SK.
+fn authenticate_any(
+    shared: &Shared,
+    request_id: &str,
+    parts: &Parts,
+    body: &[u8],
+) -> Result<Authenticated, Box<Response<Body>>> {
+    let token = parts.headers.get("x-auth-token");
+    if let (Some(token), false) = (
+        token,
+        parts.headers.contains_key(http::header::AUTHORIZATION),
+    ) {
+        let token = token.to_str().unwrap_or("");
+        return match shared.iam.check(token, SystemTime::now()) {
+            Ok(project) => Ok(Authenticated {
+                key: format!("token:{project}"),
+                projects: vec![project],
+            }),
+            Err(failure) => Err(Box::new(flat(
+                StatusCode::UNAUTHORIZED,
+                request_id,
+                "APIGW.0301",
+                &failure.message(),
+            ))),
+        };
+    }
+    // The AK named in the header, for the lockout (a malformed header names none).
+    let claimed_ak = parts
+        .headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(signer::parse_authorization)
+        .map(|a| a.access_key);
+    if let Some(ak) = &claimed_ak {
+        if shared.guards.is_locked(ak) {
+            return Err(Box::new(flat(
+                StatusCode::UNAUTHORIZED,
+                request_id,
+                "APIGW.0301",
+                "Incorrect IAM authentication information: AK access failed to reach the limit,forbidden",
+            )));
+        }
+    }
+    let credentials = shared.credentials.read().unwrap_or_else(|e| e.into_inner());
+    match authenticate(&credentials, parts, body, SystemTime::now()) {
+        Ok(credential) => {
+            shared.guards.signature(&credential.access_key, true);
+            Ok(Authenticated {
+                key: credential.access_key.clone(),
+                projects: credential.projects.clone(),
+            })
+        }
+        Err(failure) => {
+            if let (Some(ak), AuthFailure::BadSignature | AuthFailure::SecurityToken) =
+                (&claimed_ak, &failure)
+            {
+                shared.counters.bad_signature();
+                shared.guards.signature(ak, false);
+            }
+            // The failure's Debug holds no secret or signature, only the public date.
+            debug!(request_id, ?failure, "remote_console authentication failed");
+            Err(Box::new(unauthorized(request_id, &failure)))
+        }
+    }
+}
+
 fn unauthorized(request_id: &str, failure: &AuthFailure) -> Response<Body> {
     flat(
         StatusCode::UNAUTHORIZED,
@@ -394,6 +500,11 @@ async fn inject_faults(
     request_id: &str,
 ) -> Result<Option<Response<Body>>, DropConnection> {
     let faults = &shared.faults;
+    if let Some(scripted) = faults.next_scripted() {
+        if let Some(answer) = scripted_answer(shared, request_id, scripted)? {
+            return Ok(Some(answer));
+        }
+    }
     let latency = faults.latency();
     if !latency.is_zero() {
         shared.counters.fault();
@@ -422,6 +533,53 @@ async fn inject_faults(
         )));
     }
     Ok(None)
+}
+
+/// One scripted fault's answer (`Ok(None)` for `ok`).
+fn scripted_answer(
+    shared: &Shared,
+    request_id: &str,
+    scripted: Scripted,
+) -> Result<Option<Response<Body>>, DropConnection> {
+    let answer = match scripted {
+        Scripted::Ok => return Ok(None),
+        Scripted::Reset => {
+            shared.counters.fault();
+            return Err(DropConnection);
+        }
+        Scripted::BadGateway => flat(
+            StatusCode::BAD_GATEWAY,
+            request_id,
+            "APIGW.0202",
+            "Backend unavailable.",
+        ),
+        Scripted::Unavailable => flat(
+            StatusCode::SERVICE_UNAVAILABLE,
+            request_id,
+            "APIGW.0202",
+            "Backend unavailable.",
+        ),
+        Scripted::GatewayTimeout => flat(
+            StatusCode::GATEWAY_TIMEOUT,
+            request_id,
+            "APIGW.0203",
+            "Backend timeout.",
+        ),
+        Scripted::Overload => nested(
+            StatusCode::BAD_REQUEST,
+            request_id,
+            "BMS.0212",
+            "System is overloaded, please try again later.",
+        ),
+        Scripted::Throttle => flat(
+            StatusCode::TOO_MANY_REQUESTS,
+            request_id,
+            "APIGW.0308",
+            "The throttling threshold has been reached: policy user over ratelimit,limit:100,time:1 minute",
+        ),
+    };
+    shared.counters.fault();
+    Ok(Some(answer))
 }
 
 /// Step 6: the body must be `{"remote_console": {"protocol": "serial", "type": "serial"}}`

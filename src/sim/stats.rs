@@ -9,6 +9,12 @@
 //!   request is in flight.
 //! - `auth_failures`: the `401 APIGW.0301` answers (also counted as errors).
 //! - `faults_injected`: one per knob that fired, so a delayed-then-throttled request counts 2.
+//! - `bad_signatures`: `401` answers to AK/SK requests whose signature (or key) was wrong.
+//! - `throttled`: `429 APIGW.0308` answers of the per-account limit (not the rate knob).
+//! - `iam_token_requests` / `iam_tokens_issued`: calls to `POST /v3/auth/tokens`, and the
+//!   tokens it handed out.
+//! - `max_consecutive_bad_signatures` / `ak_lockouts`: the longest run of bad signatures any
+//!   AK reached, and how many AKs got locked (5 in a row locks one).
 //! - `last_request_headers`: the lower-case header names (sorted, deduplicated) of the last
 //!   API request, to assert what a gateway did or did not forward. Names only, never values.
 
@@ -26,6 +32,18 @@ pub struct SimStats {
     pub auth_failures: u64,
     pub faults_injected: u64,
     pub last_request_headers: Vec<String>,
+    #[serde(default)]
+    pub bad_signatures: u64,
+    #[serde(default)]
+    pub throttled: u64,
+    #[serde(default)]
+    pub iam_token_requests: u64,
+    #[serde(default)]
+    pub iam_tokens_issued: u64,
+    #[serde(default)]
+    pub max_consecutive_bad_signatures: u64,
+    #[serde(default)]
+    pub ak_lockouts: u64,
 }
 
 /// The live counters behind [`SimStats`].
@@ -36,6 +54,8 @@ pub(crate) struct Counters {
     errors: AtomicU64,
     auth_failures: AtomicU64,
     faults_injected: AtomicU64,
+    bad_signatures: AtomicU64,
+    throttled: AtomicU64,
     last_request_headers: Mutex<Vec<String>>,
 }
 
@@ -65,6 +85,14 @@ impl Counters {
         self.auth_failures.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub(crate) fn bad_signature(&self) {
+        self.bad_signatures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn throttled(&self) {
+        self.throttled.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn fault(&self) {
         self.faults_injected.fetch_add(1, Ordering::Relaxed);
     }
@@ -76,11 +104,14 @@ impl Counters {
             remote_console_errors: self.errors.load(Ordering::Relaxed),
             auth_failures: self.auth_failures.load(Ordering::Relaxed),
             faults_injected: self.faults_injected.load(Ordering::Relaxed),
+            bad_signatures: self.bad_signatures.load(Ordering::Relaxed),
+            throttled: self.throttled.load(Ordering::Relaxed),
             last_request_headers: self
                 .last_request_headers
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .clone(),
+            ..SimStats::default()
         }
     }
 
@@ -91,6 +122,8 @@ impl Counters {
             &self.errors,
             &self.auth_failures,
             &self.faults_injected,
+            &self.bad_signatures,
+            &self.throttled,
         ] {
             c.store(0, Ordering::Relaxed);
         }

@@ -489,7 +489,8 @@ async fn control_endpoints_over_http() {
     let a = control(&sim, Method::GET, "/sim/faults", "").await;
     assert_eq!(
         a.body,
-        json!({"latency_ms":5,"error_5xx_rate":0.0,"throttle_rate":1.0,"close_connection_rate":0.0})
+        json!({"latency_ms":5,"error_5xx_rate":0.0,"throttle_rate":1.0,"close_connection_rate":0.0,"next":[],
+               "iam_token_lifetime_seconds":86400,"iam_down":false,"account_limit_per_minute":0})
     );
 
     for bad in [r#"{"throttle_rate":2}"#, r#"{"nonsense":1}"#, "not json"] {
@@ -557,4 +558,189 @@ fn endpoint_replaces_a_wildcard_address() {
         assert_eq!(sim.endpoint(), format!("http://127.0.0.1:{port}"));
         sim.shutdown();
     });
+}
+
+#[tokio::test]
+async fn scripted_faults_hit_exactly_the_next_calls() {
+    let sim = sim().await;
+    let a = control(
+        &sim,
+        Method::POST,
+        "/sim/faults",
+        r#"{"next":["503","overload","ok","throttle"]}"#,
+    )
+    .await;
+    assert_eq!(a.body["next"], json!(["503", "overload", "ok", "throttle"]));
+    let linux = Call::to(DEMO_LINUX_SERVER_ID);
+    assert_flat(
+        &call(&sim, &linux).await,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "APIGW.0202",
+    );
+    assert_nested(
+        &call(&sim, &linux).await,
+        StatusCode::BAD_REQUEST,
+        "BMS.0212",
+        "System is overloaded, please try again later.",
+    );
+    assert_eq!(call(&sim, &linux).await.status, StatusCode::OK);
+    assert_flat(
+        &call(&sim, &linux).await,
+        StatusCode::TOO_MANY_REQUESTS,
+        "APIGW.0308",
+    );
+    assert_eq!(
+        call(&sim, &linux).await.status,
+        StatusCode::OK,
+        "script used up"
+    );
+    assert_eq!(sim.stats().faults_injected, 3);
+}
+
+#[tokio::test]
+async fn iam_tokens_are_issued_checked_revoked_and_expire() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut config = SimConfig::new(Vec::new(), Catalog::demo());
+    config.users = vec![SimIamUser {
+        domain: "acme".into(),
+        name: "svc".into(),
+        password: Secret::new("pw"),
+        projects: vec![DEMO_PROJECT_ID.into()],
+    }];
+    let sim = start(config, listener).await.unwrap();
+    let body = format!(
+        r#"{{"auth": {{"identity": {{"methods": ["password"], "password": {{"user": {{"domain": {{"name": "acme"}}, "name": "svc", "password": "pw"}}}}}}, "scope": {{"project": {{"id": "{DEMO_PROJECT_ID}"}}}}}}}}"#
+    );
+    let issue = || async {
+        let req = Request::post(format!("{}/v3/auth/tokens?nocatalog=true", sim.endpoint()))
+            .header("content-type", "application/json;charset=utf8")
+            .body(Full::new(Bytes::from(body.clone())))
+            .unwrap();
+        client().request(req).await.unwrap()
+    };
+    let resp = issue().await;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let token = resp.headers()["x-subject-token"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    let v: Value = serde_json::from_slice(&bytes).unwrap();
+    assert!(v["token"]["expires_at"].as_str().unwrap().ends_with('Z'));
+
+    let with_token = |token: String| {
+        Request::post(format!(
+            "{}{}",
+            sim.endpoint(),
+            console_path(DEMO_PROJECT_ID, DEMO_LINUX_SERVER_ID)
+        ))
+        .header("content-type", "application/json;charset=utf-8")
+        .header("x-auth-token", token)
+        .body(Full::new(Bytes::from_static(SDK_BODY)))
+        .unwrap()
+    };
+    assert_eq!(
+        send(&client(), with_token(token.clone())).await.status,
+        StatusCode::OK
+    );
+    control(&sim, Method::POST, "/sim/iam/revoke", "").await;
+    let revoked = send(&client(), with_token(token)).await;
+    assert_flat(&revoked, StatusCode::UNAUTHORIZED, "APIGW.0301");
+    assert!(revoked.body["error_msg"]
+        .as_str()
+        .unwrap()
+        .ends_with("decrypt token fail"));
+
+    // Lifetime down to seconds, and the outage switch, over /sim/faults.
+    control(
+        &sim,
+        Method::POST,
+        "/sim/faults",
+        r#"{"iam_token_lifetime_seconds":1}"#,
+    )
+    .await;
+    let resp = issue().await;
+    let short = resp.headers()["x-subject-token"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    // The simulator is the cloud and keeps real time: wait for the 1 s token to run out.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let expired = loop {
+        let a = send(&client(), with_token(short.clone())).await;
+        if a.status != StatusCode::OK || Instant::now() > deadline {
+            break a;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(expired.body["error_msg"]
+        .as_str()
+        .unwrap()
+        .contains("token expires, expires_at:"));
+    control(&sim, Method::POST, "/sim/faults", r#"{"iam_down":true}"#).await;
+    assert_eq!(issue().await.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(sim.stats().iam_token_requests, 3);
+    assert_eq!(sim.stats().iam_tokens_issued, 2);
+}
+
+#[tokio::test]
+async fn five_bad_signatures_lock_the_access_key() {
+    let sim = sim().await;
+    let mut bad = Call::to(DEMO_LINUX_SERVER_ID);
+    bad.secret_key = Secret::new("wrong");
+    for _ in 0..5 {
+        assert_flat(
+            &call(&sim, &bad).await,
+            StatusCode::UNAUTHORIZED,
+            "APIGW.0301",
+        );
+    }
+    let locked = call(&sim, &Call::to(DEMO_LINUX_SERVER_ID)).await;
+    assert_flat(&locked, StatusCode::UNAUTHORIZED, "APIGW.0301");
+    assert!(locked.body["error_msg"]
+        .as_str()
+        .unwrap()
+        .ends_with("AK access failed to reach the limit,forbidden"));
+    let stats = sim.stats();
+    assert_eq!((stats.bad_signatures, stats.ak_lockouts), (5, 1));
+    assert_eq!(stats.max_consecutive_bad_signatures, 5);
+}
+
+#[tokio::test]
+async fn per_account_limit_and_sts_tokens() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let credential = SimCredential {
+        access_key: AK.into(),
+        secret_key: Secret::new(SK),
+        projects: vec![DEMO_PROJECT_ID.into()],
+        security_token: Some(Secret::new("sts-token")),
+    };
+    let sim = start(SimConfig::new(vec![credential], Catalog::demo()), listener)
+        .await
+        .unwrap();
+    let plain = Call::to(DEMO_LINUX_SERVER_ID);
+    assert_flat(
+        &call(&sim, &plain).await,
+        StatusCode::UNAUTHORIZED,
+        "APIGW.0301",
+    );
+    let mut with_token = Call::to(DEMO_LINUX_SERVER_ID);
+    with_token.extra_headers = vec![("X-Security-Token", "sts-token")];
+    assert_eq!(call(&sim, &with_token).await.status, StatusCode::OK);
+
+    control(
+        &sim,
+        Method::POST,
+        "/sim/faults",
+        r#"{"account_limit_per_minute":1}"#,
+    )
+    .await;
+    assert_eq!(call(&sim, &with_token).await.status, StatusCode::OK);
+    let throttled = call(&sim, &with_token).await;
+    assert_flat(&throttled, StatusCode::TOO_MANY_REQUESTS, "APIGW.0308");
+    assert!(throttled.body["error_msg"]
+        .as_str()
+        .unwrap()
+        .ends_with("policy user over ratelimit,limit:1,time:1 minute"));
+    assert_eq!(sim.stats().throttled, 1);
 }

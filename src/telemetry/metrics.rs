@@ -50,6 +50,7 @@ pub struct Metrics {
     pub token_cache_requests: IntCounterVec,
     pub signature_verifications: IntCounter,
     pub audit_records: IntCounterVec,
+    pub resilience: crate::telemetry::resilience::ResilienceMetrics,
 }
 
 fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
@@ -347,6 +348,7 @@ impl Metrics {
         }
         http_duration.with_label_values(&["remote_console"]);
 
+        let resilience = crate::telemetry::resilience::ResilienceMetrics::new(&registry, accounts);
         let metrics = Metrics {
             registry,
             http_requests,
@@ -380,6 +382,7 @@ impl Metrics {
             token_cache_requests,
             signature_verifications,
             audit_records,
+            resilience,
         };
         metrics.add_accounts(accounts);
         metrics
@@ -388,6 +391,7 @@ impl Metrics {
     /// Creates the per-account series (at zero) for these accounts, so they show from the
     /// first scrape; a reload that adds an account calls this again.
     pub fn add_accounts(&self, accounts: &[String]) {
+        self.resilience.add_accounts(accounts);
         for account in accounts {
             self.upstream_duration.with_label_values(&[account]);
             for class in ["2xx", "4xx", "5xx"] {

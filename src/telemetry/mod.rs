@@ -6,6 +6,7 @@ pub mod audit;
 pub mod logging;
 pub mod metrics;
 pub mod otlp;
+pub mod resilience;
 pub mod trace_context;
 
 pub use metrics::Metrics;

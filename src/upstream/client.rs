@@ -1,10 +1,14 @@
-//! The HTTP client that asks the cloud for a console URL.
+//! The HTTP client that asks the cloud for a console URL: one attempt at a time.
 //!
 //! One pooled hyper client over rustls (public web PKI roots plus an optional CA file, and an
-//! optional client certificate for endpoints that demand mutual TLS) serves every account. Each call builds the exact request the official SDKs send, signs exactly the
-//! headers it sends (`content-type;host;x-project-id;x-sdk-date`) over exactly the body bytes it
-//! sends, and runs under one overall deadline. Nothing from the caller's request is forwarded:
-//! the request is built from the validated path parameters alone.
+//! optional client certificate for endpoints that demand mutual TLS) serves every account (and
+//! IAM). Each attempt builds the exact request the official SDKs send, signs exactly the
+//! headers it sends (`content-type;host;x-project-id;x-sdk-date`, plus `x-security-token` for
+//! temporary keys) over exactly the body bytes it sends, or carries an IAM token as
+//! `X-Auth-Token`. Nothing from the caller's request is forwarded: the request is built from
+//! the validated path parameters alone. Retries, the breaker, quotas and the other resilience
+//! layers wrap [`UpstreamClient::attempt`] in `stack.rs`; the request's overall deadline is
+//! `upstream.timeout_ms`.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -22,7 +26,11 @@ use crate::bms::{self, ConsoleTarget};
 use crate::cache::Fetched;
 use crate::config::UpstreamConfig;
 use crate::error::{GatewayError, UpstreamError};
+use crate::secret::Secret;
 use crate::telemetry::metrics::{status_class, Metrics};
+use crate::upstream::accounts::Endpoint;
+use crate::upstream::iam::Token;
+use crate::upstream::retry::RetryPolicy;
 use crate::upstream::signer::{self, SigningRequest};
 use crate::upstream::Account;
 
@@ -32,11 +40,28 @@ const CONTENT_TYPE: &str = "application/json;charset=UTF-8";
 const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 const USER_AGENT: &str = concat!("bms-console-gateway/", env!("CARGO_PKG_VERSION"));
 
+/// The pooled HTTP client, shared with the IAM token sources.
+pub type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// The credential material for one attempt.
+pub enum AuthMaterial {
+    /// AK/SK (with the STS security token for temporary keys).
+    Signing {
+        access_key: Secret,
+        secret_key: Secret,
+        security_token: Option<Secret>,
+    },
+    /// An IAM token.
+    Token(Token),
+}
+
 /// Calls the BMS API.
 pub struct UpstreamClient {
-    http: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
-    timeout: Duration,
-    metrics: Arc<Metrics>,
+    http: HttpClient,
+    /// The request's overall deadline, all attempts included.
+    pub timeout: Duration,
+    pub metrics: Arc<Metrics>,
+    pub retry: RetryPolicy,
 }
 
 impl UpstreamClient {
@@ -87,17 +112,37 @@ impl UpstreamClient {
             http: client,
             timeout: Duration::from_millis(config.timeout_ms),
             metrics,
+            retry: RetryPolicy::new(&config.retry),
         })
     }
 
-    /// Asks `account` for a serial console URL of `target`, within the overall deadline.
+    /// A handle on the pooled HTTP client.
+    pub fn http(&self) -> HttpClient {
+        self.http.clone()
+    }
+
+    /// Asks `account` for a serial console URL of `target` through every resilience layer
+    /// (see `stack.rs`), within the overall deadline.
     pub async fn remote_console(
         &self,
         account: &Account,
         target: &ConsoleTarget,
     ) -> Result<Fetched, GatewayError> {
+        crate::upstream::stack::remote_console(self, account, target).await
+    }
+
+    /// One call to the cloud, within `timeout`, counted in the upstream metrics.
+    pub async fn attempt(
+        &self,
+        account: &Account,
+        endpoint: &Endpoint,
+        target: &ConsoleTarget,
+        auth: &AuthMaterial,
+        timeout: Duration,
+    ) -> Result<Fetched, GatewayError> {
         let started = Instant::now();
-        let outcome = tokio::time::timeout(self.timeout, self.call(account, target)).await;
+        let outcome =
+            tokio::time::timeout(timeout, self.call(account, endpoint, target, auth)).await;
         let elapsed = started.elapsed().as_secs_f64();
         self.metrics.upstream_timer(&account.name).observe(elapsed);
         let result = outcome.unwrap_or(Err(GatewayError::UpstreamTimeout));
@@ -115,9 +160,11 @@ impl UpstreamClient {
     async fn call(
         &self,
         account: &Account,
+        endpoint: &Endpoint,
         target: &ConsoleTarget,
+        auth: &AuthMaterial,
     ) -> Result<Fetched, GatewayError> {
-        let request = build_request(account, target, SystemTime::now())?;
+        let request = build_request(endpoint, target, SystemTime::now(), auth)?;
         let response = self.http.request(request).await.map_err(|e| {
             tracing::warn!(account = %account.name, error = %e, "BMS call failed before an answer");
             GatewayError::UpstreamUnreachable
@@ -198,11 +245,12 @@ fn classify_upstream_error(
     GatewayError::Upstream(error)
 }
 
-/// Builds the signed request, exactly as it goes on the wire.
+/// Builds the request exactly as it goes on the wire: signed (AK/SK) or with `X-Auth-Token`.
 pub fn build_request(
-    account: &Account,
+    endpoint: &Endpoint,
     target: &ConsoleTarget,
     now: SystemTime,
+    auth: &AuthMaterial,
 ) -> Result<Request<Full<Bytes>>, GatewayError> {
     let path = format!(
         "/v1/{}/baremetalservers/{}/remote_console",
@@ -210,30 +258,44 @@ pub fn build_request(
         target.server.as_str()
     );
     let sdk_date = signer::format_sdk_date(now);
-    let signed: [(&str, &str); 4] = [
+    let mut headers: Vec<(&str, &str)> = vec![
         ("content-type", CONTENT_TYPE),
-        ("host", &account.host),
+        ("host", &endpoint.host),
         ("x-project-id", target.project.as_str()),
-        ("x-sdk-date", &sdk_date),
     ];
-    let signing = SigningRequest {
-        method: "POST",
-        path: &path,
-        query: &[],
-        headers: &signed,
-        body: bms::UPSTREAM_REQUEST_BODY,
-    };
-    let authorization = signer::sign(&signing, account.access_key.expose(), &account.secret_key)
-        .map_err(|_| GatewayError::Internal)?;
-
     let mut builder = Request::builder()
         .method(Method::POST)
-        .uri(format!("{}{}", account.endpoint, path));
-    for (name, value) in signed {
+        .uri(format!("{}{}", endpoint.url, path));
+    match auth {
+        AuthMaterial::Signing {
+            access_key,
+            secret_key,
+            security_token,
+        } => {
+            headers.push(("x-sdk-date", &sdk_date));
+            if let Some(token) = security_token {
+                // Temporary (STS) keys: the token is sent and signed, as the SDK does.
+                headers.push(("x-security-token", token.expose()));
+            }
+            let signing = SigningRequest {
+                method: "POST",
+                path: &path,
+                query: &[],
+                headers: &headers,
+                body: bms::UPSTREAM_REQUEST_BODY,
+            };
+            let authorization = signer::sign(&signing, access_key.expose(), secret_key)
+                .map_err(|_| GatewayError::Internal)?;
+            builder = builder.header(header::AUTHORIZATION, authorization);
+        }
+        AuthMaterial::Token(token) => {
+            builder = builder.header("x-auth-token", token.value.expose());
+        }
+    }
+    for (name, value) in headers {
         builder = builder.header(name, value);
     }
     builder
-        .header(header::AUTHORIZATION, authorization)
         .header(header::USER_AGENT, USER_AGENT)
         .body(Full::new(Bytes::from_static(bms::UPSTREAM_REQUEST_BODY)))
         .map_err(|_| GatewayError::Internal)

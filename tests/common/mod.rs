@@ -66,6 +66,8 @@ pub struct TestConfig {
     pub extra_issuers: String,
     /// Appended at the end of the file (e.g. `[audit]`, `[auth]` settings).
     pub extra_config: String,
+    /// Replaces the one `[[accounts]]` block (AK/SK from tests/data) when set.
+    pub accounts: Option<String>,
 }
 
 impl Default for TestConfig {
@@ -93,6 +95,7 @@ projects = ["{PROJECT}"]
             extra_sections: String::new(),
             extra_issuers: String::new(),
             extra_config: String::new(),
+            accounts: None,
         }
     }
 }
@@ -137,12 +140,7 @@ connect_timeout_ms = 1000
 {ca_file}
 {extra_upstream}
 
-[[accounts]]
-name = "test-account"
-endpoint = "{endpoint}"
-projects = ["{PROJECT}"]
-access_key = "file:test-access-key"
-secret_key = "file:test-secret-key"
+{accounts}
 
 {policy}
 
@@ -155,7 +153,6 @@ secret_key = "file:test-secret-key"
             ttl = self.cache_ttl_seconds,
             scope = self.cache_scope,
             timeout = self.upstream_timeout_ms,
-            endpoint = self.endpoint,
             policy = self.policy,
             extra_server = self.extra_server,
             extra_upstream = self.extra_upstream,
@@ -163,6 +160,17 @@ secret_key = "file:test-secret-key"
             extra_sections = self.extra_sections,
             extra_issuers = self.extra_issuers,
             extra_config = self.extra_config,
+            accounts = self.accounts.clone().unwrap_or_else(|| format!(
+                r#"
+[[accounts]]
+name = "test-account"
+endpoint = "{endpoint}"
+projects = ["{PROJECT}"]
+access_key = "file:test-access-key"
+secret_key = "file:test-secret-key"
+"#,
+                endpoint = self.endpoint
+            )),
             ca_file = self
                 .upstream_ca_file
                 .as_ref()
@@ -387,6 +395,7 @@ pub async fn start_simulator(access_key: &str, secret_key: &str) -> sim::SimHand
             }],
             catalog: sim::Catalog::demo(),
             console_base_url: sim::DEFAULT_CONSOLE_BASE_URL.into(),
+            users: Vec::new(),
         },
         listener,
     )
@@ -493,4 +502,81 @@ pub async fn wait_for_metric(admin_url: &str, series: &str, value: f64) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("{series} never reached {value}");
+}
+
+/// Starts a simulator of its own with a full config (IAM users, STS keys, several accounts).
+pub async fn start_sim_with(config: sim::SimConfig) -> sim::SimHandle {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    sim::start(config, listener).await.unwrap()
+}
+
+/// An AK/SK credential the simulator accepts for `projects`.
+pub fn sim_credential(access_key: &str, secret_key: &str, projects: &[&str]) -> sim::SimCredential {
+    sim::SimCredential {
+        access_key: access_key.into(),
+        secret_key: Secret::new(secret_key),
+        projects: projects.iter().map(|p| p.to_string()).collect(),
+        security_token: None,
+    }
+}
+
+/// Waits (up to 20 s) until `condition` holds, checking every 10 ms.
+pub async fn wait_until<F, Fut>(what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !condition().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A fresh, empty directory for secret files.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "bmsgw-{name}-{}-{}",
+        std::process::id(),
+        uuid_like()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn uuid_like() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+impl Harness {
+    /// The admin `/readyz` status.
+    pub async fn readyz(&self) -> u16 {
+        send(
+            &self.client,
+            Method::GET,
+            &format!("{}/readyz", self.gateway.admin_url()),
+            &[],
+            String::new(),
+        )
+        .await
+        .status
+        .as_u16()
+    }
+
+    /// One sample of the current scrape.
+    pub async fn metric(&self, series: &str) -> f64 {
+        metric(&self.metrics().await, series)
+    }
+}
+
+impl Harness {
+    /// The injected clock's wall-clock seconds.
+    pub fn clock_now(&self) -> i64 {
+        self.clock.unix_seconds()
+    }
 }
