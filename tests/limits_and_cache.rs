@@ -139,6 +139,51 @@ async fn cached_urls_are_served_until_the_ttl_and_no_cache_forces_a_fresh_one() 
     );
 }
 
+/// One caller (so only the cache is in play, and the token is verified once), 1,000 requests
+/// at once for one server on a cold cache: one upstream call, one URL for all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_concurrent_cold_requests_make_one_upstream_call() {
+    let h = Harness::start(TestConfig {
+        rate_per_second: 1.0,
+        burst: 1000,
+        ..TestConfig::default()
+    })
+    .await;
+    h.sim().faults().set_latency(Duration::from_millis(300));
+    let token = h.token("alice");
+    let url = format!("{}{}", h.gateway.public_url(), console_path(PROJECT, LINUX));
+    let tasks: Vec<_> = (0..1000)
+        .map(|_| {
+            let (client, url, token) = (h.client.clone(), url.clone(), token.clone());
+            tokio::spawn(async move {
+                send(
+                    &client,
+                    http::Method::POST,
+                    &url,
+                    &[
+                        ("authorization", &format!("Bearer {token}")),
+                        ("content-type", "application/json"),
+                    ],
+                    BODY.into(),
+                )
+                .await
+            })
+        })
+        .collect();
+    let mut urls = HashSet::new();
+    for task in tasks {
+        let reply = task.await.unwrap();
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        urls.insert(reply.url());
+    }
+    assert_eq!(urls.len(), 1, "all 1,000 callers got the same URL");
+    assert_eq!(
+        h.sim().stats().requests_total,
+        1,
+        "exactly one upstream call"
+    );
+}
+
 #[tokio::test]
 async fn two_hundred_concurrent_cold_requests_make_one_upstream_call() {
     let h = Harness::default().await;
