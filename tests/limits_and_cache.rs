@@ -139,22 +139,14 @@ async fn cached_urls_are_served_until_the_ttl_and_no_cache_forces_a_fresh_one() 
     );
 }
 
-/// One caller (so only the cache is in play, and the token is verified once), 1,000 requests
-/// at once for one server on a cold cache: one upstream call, one URL for all.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_thousand_concurrent_cold_requests_make_one_upstream_call() {
-    let h = Harness::start(TestConfig {
-        rate_per_second: 1.0,
-        burst: 1000,
-        ..TestConfig::default()
-    })
-    .await;
-    h.sim().faults().set_latency(Duration::from_millis(300));
-    let token = h.token("alice");
+/// Sends one console request per token for the Linux server, all at once; asserts each got a
+/// 200 and returns the distinct URLs they got.
+async fn concurrent_console_urls(h: &Harness, tokens: Vec<String>) -> HashSet<String> {
     let url = format!("{}{}", h.gateway.public_url(), console_path(PROJECT, LINUX));
-    let tasks: Vec<_> = (0..1000)
-        .map(|_| {
-            let (client, url, token) = (h.client.clone(), url.clone(), token.clone());
+    let tasks: Vec<_> = tokens
+        .into_iter()
+        .map(|token| {
+            let (client, url) = (h.client.clone(), url.clone());
             tokio::spawn(async move {
                 send(
                     &client,
@@ -176,6 +168,22 @@ async fn a_thousand_concurrent_cold_requests_make_one_upstream_call() {
         assert_eq!(reply.status, 200, "{}", reply.text());
         urls.insert(reply.url());
     }
+    urls
+}
+
+/// One caller (so only the cache is in play, and the token is verified once), 1,000 requests
+/// at once for one server on a cold cache: one upstream call, one URL for all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_concurrent_cold_requests_make_one_upstream_call() {
+    let h = Harness::start(TestConfig {
+        rate_per_second: 1.0,
+        burst: 1000,
+        ..TestConfig::default()
+    })
+    .await;
+    h.sim().faults().set_latency(Duration::from_millis(300));
+    let token = h.token("alice");
+    let urls = concurrent_console_urls(&h, vec![token; 1000]).await;
     assert_eq!(urls.len(), 1, "all 1,000 callers got the same URL");
     assert_eq!(
         h.sim().stats().requests_total,
@@ -190,30 +198,7 @@ async fn two_hundred_concurrent_cold_requests_make_one_upstream_call() {
     // Slow the cloud down so every request arrives while the first call is in flight.
     h.sim().faults().set_latency(Duration::from_millis(300));
     let tokens: Vec<String> = (0..200).map(|i| h.token(&format!("user-{i}"))).collect();
-    let mut tasks = Vec::new();
-    for token in tokens {
-        let client = h.client.clone();
-        let url = format!("{}{}", h.gateway.public_url(), console_path(PROJECT, LINUX));
-        tasks.push(tokio::spawn(async move {
-            send(
-                &client,
-                http::Method::POST,
-                &url,
-                &[
-                    ("authorization", &format!("Bearer {token}")),
-                    ("content-type", "application/json"),
-                ],
-                BODY.into(),
-            )
-            .await
-        }));
-    }
-    let mut urls = HashSet::new();
-    for task in tasks {
-        let reply = task.await.unwrap();
-        assert_eq!(reply.status, 200, "{}", reply.text());
-        urls.insert(reply.url());
-    }
+    let urls = concurrent_console_urls(&h, tokens).await;
     assert_eq!(urls.len(), 1, "all 200 callers got the same URL");
     assert_eq!(
         h.sim().stats().requests_total,
