@@ -42,6 +42,12 @@ fn console_request(extra_headers: &str, body: &str) -> String {
     )
 }
 
+/// Sends the console request with `extra_headers` on a fresh connection and asserts the status.
+async fn assert_status_with_headers(addr: SocketAddr, extra_headers: &str, status: u16) {
+    let answer = exchange(addr, console_request(extra_headers, BODY).as_bytes()).await;
+    assert_eq!(status_of(&answer), status, "{answer}");
+}
+
 fn status_of(answer: &str) -> u16 {
     answer
         .split(' ')
@@ -60,20 +66,10 @@ async fn a_request_head_over_max_header_bytes_gets_431() {
     let h = Harness::default().await;
     // Default server.max_header_bytes is 16 KiB.
     let pad = format!("X-Pad: {}\r\n", "a".repeat(17 * 1024));
-    let answer = exchange(
-        h.gateway.public_addr,
-        console_request(&pad, BODY).as_bytes(),
-    )
-    .await;
-    assert_eq!(status_of(&answer), 431, "{answer}");
+    assert_status_with_headers(h.gateway.public_addr, &pad, 431).await;
     // Just under the limit is fine (the token is refused, which means the head was read).
     let pad = format!("X-Pad: {}\r\n", "a".repeat(14 * 1024));
-    let answer = exchange(
-        h.gateway.public_addr,
-        console_request(&pad, BODY).as_bytes(),
-    )
-    .await;
-    assert_eq!(status_of(&answer), 401, "{answer}");
+    assert_status_with_headers(h.gateway.public_addr, &pad, 401).await;
 }
 
 #[tokio::test]
@@ -84,19 +80,9 @@ async fn more_headers_than_max_headers_get_431() {
     })
     .await;
     let many: String = (0..25).map(|i| format!("X-H{i}: v\r\n")).collect();
-    let answer = exchange(
-        h.gateway.public_addr,
-        console_request(&many, BODY).as_bytes(),
-    )
-    .await;
-    assert_eq!(status_of(&answer), 431, "{answer}");
+    assert_status_with_headers(h.gateway.public_addr, &many, 431).await;
     let few: String = (0..10).map(|i| format!("X-H{i}: v\r\n")).collect();
-    let answer = exchange(
-        h.gateway.public_addr,
-        console_request(&few, BODY).as_bytes(),
-    )
-    .await;
-    assert_eq!(status_of(&answer), 401, "{answer}");
+    assert_status_with_headers(h.gateway.public_addr, &few, 401).await;
 }
 
 #[tokio::test]
