@@ -12,7 +12,7 @@
 //! 3. issuer from the (not yet trusted) `iss` claim selects which keys and rules apply;
 //! 4. key by `kid` among that issuer's loaded keys, whose bound algorithms must include `alg`
 //!    (an unknown `kid` makes a remote key set refetch, within its cool-down);
-//! 5. signature (jsonwebtoken's verifier on aws-lc-rs);
+//! 5. signature, with the key parsed once at load (aws-lc-rs; `keys`);
 //! 6. claims, on the injected clock: `exp` required and numeric, `nbf`/`iat` numeric when
 //!    present, leeway applied, lifetime at most the issuer's maximum; `aud` (string or array
 //!    of strings) must name a configured audience; the subject claim must be a non-empty
@@ -420,10 +420,7 @@ impl Verifier {
         let mut verified = false;
         for key in &candidates {
             self.metrics.signature_verifications.inc();
-            if matches!(
-                jsonwebtoken::crypto::verify(signature_b64, message, &key.key, alg),
-                Ok(true)
-            ) {
+            if key.verifies(alg, message, signature_b64) {
                 verified = true;
                 break;
             }

@@ -6,21 +6,126 @@
 //! alone and a public key can never be used as an HMAC secret: symmetric (`oct`) keys in a
 //! JWKS are not loaded at all, and the only HMAC key is an issuer's own configured
 //! `hmac_secret`, bound to that issuer's HS algorithms.
+//!
+//! Public keys are parsed into aws-lc-rs key objects once, when they are loaded, one per bound
+//! algorithm: verifying a token then costs the signature check alone, not a DER or
+//! modulus/exponent parse on every request.
 
 use std::path::Path;
+use std::sync::Arc;
 
+use aws_lc_rs::signature::{self, ParsedPublicKey, RsaParameters, VerificationAlgorithm};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, KeyAlgorithm, PublicKeyUse};
-use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
+use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, DecodingKeyKind};
 
 /// One verification key.
 #[derive(Clone)]
 pub struct VerifyKey {
     pub kid: Option<String>,
     pub algorithms: Vec<Algorithm>,
-    pub key: DecodingKey,
+    verifier: Verifier,
     /// Tried whatever `kid` the token names: only an issuer's configured shared secret, which
     /// has no id to match.
     pub any_kid: bool,
+}
+
+/// How a key checks a signature.
+#[derive(Clone)]
+enum Verifier {
+    /// A public key, parsed once for each algorithm it is bound to.
+    Public(Arc<[(Algorithm, ParsedPublicKey)]>),
+    /// An issuer's shared secret (HS*), checked by jsonwebtoken's constant-time HMAC verifier.
+    SharedSecret(DecodingKey),
+}
+
+impl VerifyKey {
+    /// Binds a decoded key to the algorithms it may verify, parsing a public key once per
+    /// algorithm. Algorithms the key cannot serve (a malformed point, say) are dropped; a key
+    /// left with none is refused.
+    pub fn new(
+        kid: Option<String>,
+        algorithms: Vec<Algorithm>,
+        key: DecodingKey,
+        any_kid: bool,
+    ) -> Result<VerifyKey, String> {
+        let verifier = if key.family() == AlgorithmFamily::Hmac {
+            Verifier::SharedSecret(key)
+        } else {
+            let parsed: Vec<(Algorithm, ParsedPublicKey)> = algorithms
+                .iter()
+                .filter_map(|&alg| parse_public_key(&key, alg).map(|parsed| (alg, parsed)))
+                .collect();
+            if parsed.is_empty() {
+                return Err("the key cannot verify any of its algorithms".into());
+            }
+            Verifier::Public(parsed.into())
+        };
+        let algorithms = match &verifier {
+            Verifier::Public(parsed) => parsed.iter().map(|(alg, _)| *alg).collect(),
+            Verifier::SharedSecret(_) => algorithms,
+        };
+        Ok(VerifyKey {
+            kid,
+            algorithms,
+            verifier,
+            any_kid,
+        })
+    }
+
+    /// Whether `signature_b64` (the token's third part) signs `message` with `alg`.
+    pub fn verifies(&self, alg: Algorithm, message: &[u8], signature_b64: &str) -> bool {
+        match &self.verifier {
+            Verifier::Public(parsed) => {
+                let Some((_, key)) = parsed.iter().find(|(a, _)| *a == alg) else {
+                    return false;
+                };
+                let Ok(signature) = URL_SAFE_NO_PAD.decode(signature_b64) else {
+                    return false;
+                };
+                key.verify_sig(message, &signature).is_ok()
+            }
+            Verifier::SharedSecret(key) => matches!(
+                jsonwebtoken::crypto::verify(signature_b64, message, key, alg),
+                Ok(true)
+            ),
+        }
+    }
+}
+
+/// The key parsed for one JWS algorithm, or `None` when it does not fit that algorithm.
+fn parse_public_key(key: &DecodingKey, alg: Algorithm) -> Option<ParsedPublicKey> {
+    match key.kind() {
+        DecodingKeyKind::SecretOrDer(bytes) => {
+            ParsedPublicKey::new(verification_algorithm(alg)?, bytes).ok()
+        }
+        DecodingKeyKind::RsaModulusExponent { n, e } => signature::RsaPublicKeyComponents { n, e }
+            .to_parsed_public_key(rsa_parameters(alg)?)
+            .ok(),
+    }
+}
+
+/// aws-lc-rs's verifier for a JWS algorithm (RFC 7518: ECDSA signatures are fixed-size r||s).
+fn verification_algorithm(alg: Algorithm) -> Option<&'static dyn VerificationAlgorithm> {
+    Some(match alg {
+        Algorithm::ES256 => &signature::ECDSA_P256_SHA256_FIXED,
+        Algorithm::ES384 => &signature::ECDSA_P384_SHA384_FIXED,
+        Algorithm::EdDSA => &signature::ED25519,
+        _ => rsa_parameters(alg)?,
+    })
+}
+
+fn rsa_parameters(alg: Algorithm) -> Option<&'static RsaParameters> {
+    Some(match alg {
+        Algorithm::RS256 => &signature::RSA_PKCS1_2048_8192_SHA256,
+        Algorithm::RS384 => &signature::RSA_PKCS1_2048_8192_SHA384,
+        Algorithm::RS512 => &signature::RSA_PKCS1_2048_8192_SHA512,
+        Algorithm::PS256 => &signature::RSA_PSS_2048_8192_SHA256,
+        Algorithm::PS384 => &signature::RSA_PSS_2048_8192_SHA384,
+        Algorithm::PS512 => &signature::RSA_PSS_2048_8192_SHA512,
+        _ => return None,
+    })
 }
 
 /// All keys of one issuer.
@@ -94,12 +199,13 @@ pub fn shared_secret_key(secret: &[u8], allowed: &[Algorithm]) -> Option<VerifyK
     if algorithms.is_empty() {
         return None;
     }
-    Some(VerifyKey {
-        kid: None,
+    VerifyKey::new(
+        None,
         algorithms,
-        key: DecodingKey::from_secret(secret).ok()?,
-        any_kid: true,
-    })
+        DecodingKey::from_secret(secret).ok()?,
+        true,
+    )
+    .ok()
 }
 
 /// Loads a JWKS document. Keys marked for encryption, symmetric keys and keys of unsupported
@@ -133,12 +239,10 @@ pub fn parse_jwks(text: &str) -> Result<KeySet, String> {
         let Ok(key) = DecodingKey::from_jwk(jwk) else {
             continue;
         };
-        keys.push(VerifyKey {
-            kid: jwk.common.key_id.clone(),
-            algorithms,
-            key,
-            any_kid: false,
-        });
+        let Ok(key) = VerifyKey::new(jwk.common.key_id.clone(), algorithms, key, false) else {
+            continue;
+        };
+        keys.push(key);
     }
     if keys.is_empty() {
         return Err("the JWKS holds no usable signing key".into());
@@ -162,12 +266,7 @@ pub fn load_pem_key(path: &Path, alg: Algorithm, kid: Option<String>) -> Result<
             path.display()
         )
     })?;
-    Ok(VerifyKey {
-        kid,
-        algorithms: vec![alg],
-        key,
-        any_kid: false,
-    })
+    VerifyKey::new(kid, vec![alg], key, false).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// The algorithms a JWK's key type (and curve) can verify; `None` for key types never used.
