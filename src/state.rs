@@ -162,22 +162,12 @@ impl Gateway {
             .iter()
             .map(|(name, tier)| (name.clone(), Quota::from_tier(tier)))
             .collect();
-        let longest_tolerance = tier_quotas
-            .values()
-            .chain(std::iter::once(&default_quota))
-            .map(Quota::tolerance_nanos)
-            .max()
-            .unwrap_or(0);
 
         Ok(Gateway {
             verifier,
             policy: Policy::from_config(&config.policy),
             limiter: Limiter::new(
-                LocalLimiter::new(
-                    clock.clone(),
-                    Duration::from_nanos(longest_tolerance),
-                    config.rate_limit.max_tracked_users,
-                ),
+                LocalLimiter::new(clock.clone(), config.rate_limit.max_tracked_users),
                 shared.limiter,
                 metrics.clone(),
             ),
