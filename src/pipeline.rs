@@ -134,7 +134,7 @@ async fn parse(
     ctx: &mut RequestContext,
 ) -> Result<Parsed, GatewayError> {
     // HTTP/1's request line, or HTTP/2's method and :path: `METHOD SP target SP HTTP/1.1`.
-    let request_line = head.method.as_str().len() + 1 + head.uri.to_string().len() + 9;
+    let request_line = head.method.as_str().len() + 1 + request_target_len(&head.uri) + 9;
     if request_line > state.max_request_line_bytes {
         return Err(GatewayError::RequestLineTooLong);
     }
@@ -169,6 +169,15 @@ async fn parse(
         kind,
         force_refresh: wants_no_cache(&head.headers),
     })
+}
+
+/// The length of the request target as sent (origin or absolute form), without formatting it.
+fn request_target_len(uri: &http::Uri) -> usize {
+    let mut len = uri.path_and_query().map_or(1, |pq| pq.as_str().len());
+    if let Some(authority) = uri.authority() {
+        len += authority.as_str().len() + uri.scheme_str().map_or(0, |s| s.len() + 3);
+    }
+    len
 }
 
 async fn read_body(body: Incoming, timeout: Duration) -> Result<Bytes, GatewayError> {

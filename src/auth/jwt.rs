@@ -408,7 +408,9 @@ impl Verifier {
         if candidates.is_empty() {
             if let Some(remote) = &issuer.remote {
                 // Perhaps the provider rotated: refetch (at most once per cool-down).
-                remote.refetch_for_unknown_kid().await;
+                // Boxed: the fetch's future is large and rarely needed; inlined, every
+                // request's future would carry it.
+                Box::pin(remote.refetch_for_unknown_kid()).await;
                 candidates = issuer.candidates(kid, alg);
             }
         }

@@ -154,13 +154,20 @@ mod tests {
         for i in 0..40_000 {
             assert!(limiter.check(&format!("old-{i}"), quota).allowed);
         }
-        assert!(!limiter.check("old-7", quota).allowed, "the bucket is empty");
+        assert!(
+            !limiter.check("old-7", quota).allowed,
+            "the bucket is empty"
+        );
         clock.advance(Duration::from_secs(2));
         for i in 0..40_000 {
             assert!(limiter.check(&format!("new-{i}"), quota).allowed);
         }
         // The old users' buckets refilled, so the sweeps forgot most of them...
-        assert!(limiter.tracked_users() < 60_000, "{}", limiter.tracked_users());
+        assert!(
+            limiter.tracked_users() < 60_000,
+            "{}",
+            limiter.tracked_users()
+        );
         // ...which changes no decision: each gets its full burst, then is limited again.
         assert!(limiter.check("old-7", quota).allowed);
         assert!(!limiter.check("old-7", quota).allowed);

@@ -44,7 +44,9 @@ impl Limiter {
     /// (`deny`).
     pub async fn check(&self, key: &str, quota: Quota) -> Result<Outcome, GatewayError> {
         if let Some(shared) = &self.shared {
-            match shared.check(key, quota).await {
+            // Boxed: the Redis round trip's future is large, and inlined it would be carried
+            // (and moved) by every request's future, Redis or not.
+            match Box::pin(shared.check(key, quota)).await {
                 Ok(outcome) => {
                     self.count("redis", &outcome);
                     return Ok(outcome);

@@ -370,10 +370,7 @@ fn one_line_error(error: &RedisError) -> String {
 /// keys stay bounded whatever the subject looks like, and `SCAN` shows no user names.
 pub fn digest(text: &str) -> String {
     let hash = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text.as_bytes());
-    hash.as_ref()[..16]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::hex::lower(&hash.as_ref()[..16])
 }
 
 #[cfg(test)]

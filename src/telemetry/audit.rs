@@ -179,7 +179,7 @@ impl AuditLog {
             })
             .unwrap_or(url);
         let tag = hmac::sign(&self.token_key, token.as_bytes());
-        tag.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+        crate::hex::lower(tag.as_ref())
     }
 
     /// Queues a record without waiting; a full queue drops it (counted and logged).

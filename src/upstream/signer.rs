@@ -22,6 +22,7 @@ use aws_lc_rs::{constant_time, digest, hmac};
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use time::{macros::format_description, OffsetDateTime, PrimitiveDateTime};
 
+use crate::hex;
 use crate::secret::Secret;
 
 /// The algorithm name that opens the `Authorization` value and the string to sign.
@@ -146,37 +147,7 @@ fn header_value<'a>(headers: &[(&str, &'a str)], name: &str) -> Option<&'a str> 
 }
 
 fn sha256_hex(data: &[u8]) -> String {
-    hex_lower(digest::digest(&digest::SHA256, data).as_ref())
-}
-
-fn hex_lower(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(DIGITS[usize::from(b >> 4)] as char);
-        out.push(DIGITS[usize::from(b & 0x0f)] as char);
-    }
-    out
-}
-
-/// Decodes hex (either case). `None` on odd length or a non-hex character.
-fn hex_decode(text: &str) -> Option<Vec<u8>> {
-    fn nibble(c: u8) -> Option<u8> {
-        match c {
-            b'0'..=b'9' => Some(c - b'0'),
-            b'a'..=b'f' => Some(c - b'a' + 10),
-            b'A'..=b'F' => Some(c - b'A' + 10),
-            _ => None,
-        }
-    }
-    let bytes = text.as_bytes();
-    if !bytes.len().is_multiple_of(2) {
-        return None;
-    }
-    bytes
-        .chunks_exact(2)
-        .map(|pair| Some((nibble(pair[0])? << 4) | nibble(pair[1])?))
-        .collect()
+    hex::lower(digest::digest(&digest::SHA256, data).as_ref())
 }
 
 /// The payload hash line: the (trimmed) `X-Sdk-Content-Sha256` value when that header is
@@ -233,7 +204,7 @@ fn mac(secret_key: &Secret, string_to_sign: &str) -> hmac::Tag {
 
 /// Lower-case hex HMAC-SHA256 of the string to sign, keyed with the secret key's bytes.
 pub fn signature(secret_key: &Secret, string_to_sign: &str) -> String {
-    hex_lower(mac(secret_key, string_to_sign).as_ref())
+    hex::lower(mac(secret_key, string_to_sign).as_ref())
 }
 
 /// The headers the SDK signs: every header present except names containing `_` (the SDK's
@@ -401,7 +372,7 @@ pub fn verify(req: &SigningRequest, auth: &ParsedAuthorization, secret_key: &Sec
             return false;
         }
     }
-    let Some(claimed) = hex_decode(&auth.signature) else {
+    let Some(claimed) = hex::decode(&auth.signature) else {
         return false;
     };
     let canonical = canonical_request(req, &auth.signed_headers);
