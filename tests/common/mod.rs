@@ -2,6 +2,7 @@
 //! and speaks HTTP to them.
 #![allow(dead_code)]
 
+pub mod binary;
 pub mod idp;
 pub mod redis_server;
 
