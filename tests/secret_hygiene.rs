@@ -186,6 +186,12 @@ impl Scenario {
             .await
     }
 
+    /// The console request as `sub`, which must succeed.
+    async fn console_ok(&mut self, what: &str, sub: &str, project: &str, server: &str) {
+        let reply = self.console(what, sub, project, server).await;
+        assert_eq!(reply.status, 200, "{what}: {}", reply.text());
+    }
+
     /// A request with a fresh valid token for alice and the given content type.
     async fn with_token(
         &mut self,
@@ -301,10 +307,7 @@ async fn no_secret_reaches_logs_audit_metrics_or_any_answer_but_the_console_url(
     };
 
     // Successes: AK/SK, a cache hit, an IAM token, and the quota account's one call.
-    assert_eq!(
-        s.console("issued", "alice", PROJECT, LINUX).await.status,
-        200
-    );
+    s.console_ok("issued", "alice", PROJECT, LINUX).await;
     let token = token_now("alice");
     s.jwts.push(token.clone());
     let auth = format!("Bearer {token}");
@@ -321,16 +324,9 @@ async fn no_secret_reaches_logs_audit_metrics_or_any_answer_but_the_console_url(
         )
         .await;
     assert_eq!(hit.header("x-cache"), Some("hit"));
-    let iam = s
-        .console("issued with an IAM token", "alice", PROJECT_IAM, LINUX)
+    s.console_ok("issued with an IAM token", "alice", PROJECT_IAM, LINUX)
         .await;
-    assert_eq!(iam.status, 200, "{}", iam.text());
-    assert_eq!(
-        s.console("quota", "alice", PROJECT_QUOTA, LINUX)
-            .await
-            .status,
-        200
-    );
+    s.console_ok("quota", "alice", PROJECT_QUOTA, LINUX).await;
     s.console("quota used up", "alice", PROJECT_QUOTA, LINUX)
         .await
         .assert_error(503, "BMSGW.0314");
@@ -438,12 +434,7 @@ async fn no_secret_reaches_logs_audit_metrics_or_any_answer_but_the_console_url(
     )
     .await
     .assert_error(415, "BMSGW.0106");
-    assert_eq!(
-        s.console("rate limit", "ratty", PROJECT, LINUX)
-            .await
-            .status,
-        200
-    );
+    s.console_ok("rate limit", "ratty", PROJECT, LINUX).await;
     s.console("rate limited", "ratty", PROJECT, LINUX)
         .await
         .assert_error(429, "APIGW.0308");
@@ -465,10 +456,7 @@ async fn no_secret_reaches_logs_audit_metrics_or_any_answer_but_the_console_url(
         .await
         .assert_error(504, "BMSGW.0302");
     sim.faults().set_latency(std::time::Duration::ZERO);
-    assert_eq!(
-        s.console("recovered", "alice", PROJECT, LINUX).await.status,
-        200
-    );
+    s.console_ok("recovered", "alice", PROJECT, LINUX).await;
     for fault in [
         Scripted::HttpUrl,
         Scripted::NotJson,
@@ -485,10 +473,7 @@ async fn no_secret_reaches_logs_audit_metrics_or_any_answer_but_the_console_url(
         .await
         .assert_error(502, "BMSGW.0304");
     sim.set_secret_key(ACCESS_KEY, SECRET_KEY);
-    assert_eq!(
-        s.console("recovered", "alice", PROJECT, LINUX).await.status,
-        200
-    );
+    s.console_ok("recovered", "alice", PROJECT, LINUX).await;
 
     // Config reloads: one accepted (newcomer is allowed from then on), one rejected.
     s.console("before the reload", "newcomer", PROJECT, LINUX)
@@ -500,18 +485,14 @@ async fn no_secret_reaches_logs_audit_metrics_or_any_answer_but_the_console_url(
     );
     s.gateway.signal("HUP");
     s.gateway.wait_for("config reloaded");
-    let after = s
-        .console("after the reload", "newcomer", PROJECT, LINUX)
+    s.console_ok("after the reload", "newcomer", PROJECT, LINUX)
         .await;
-    assert_eq!(after.status, 200, "{}", after.text());
     std::fs::write(&config_path, "[server]\nlisten = 12\n").unwrap();
     s.gateway.signal("HUP");
     s.gateway
         .wait_for("config reload rejected; the previous config keeps running");
-    let iam = s
-        .console("IAM after the reload", "alice", PROJECT_IAM, LINUX)
+    s.console_ok("IAM after the reload", "alice", PROJECT_IAM, LINUX)
         .await;
-    assert_eq!(iam.status, 200, "{}", iam.text());
 
     // IAM goes down and every token it issued is revoked.
     sim.set_iam_down(true);
