@@ -1,7 +1,7 @@
 //! The real binary as a child process, for the tests that drive it as an operator would
-//! (`tests/cli.rs`, `tests/shutdown.rs`, `tests/secret_hygiene.rs`): spawned with its stdout
-//! and stderr captured line by line, JSON log lines awaited by message, signals sent with
-//! `kill`, and the process killed if a test drops it while it runs.
+//! (`cli.rs`, `shutdown.rs`, `secret_hygiene.rs`, `redis_deployments.rs`): spawned with its
+//! stdout and stderr captured line by line, JSON log lines awaited by message, signals sent
+//! with `kill`, and the process killed if a test drops it while it runs.
 //!
 //! A running binary has its own clock (the real one), so its tokens are minted at the real
 //! time ([`token_now`]) and its config is a file ([`write_config_file`]).
