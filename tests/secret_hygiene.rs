@@ -192,7 +192,8 @@ impl Scenario {
         assert_eq!(reply.status, 200, "{what}: {}", reply.text());
     }
 
-    /// A request with a fresh valid token for alice and the given content type.
+    /// A request with a fresh valid token for alice and the given content type (no
+    /// `Cache-Control`, so a cached URL may answer).
     async fn with_token(
         &mut self,
         what: &str,
@@ -308,20 +309,10 @@ async fn no_secret_reaches_logs_audit_metrics_or_any_answer_but_the_console_url(
 
     // Successes: AK/SK, a cache hit, an IAM token, and the quota account's one call.
     s.console_ok("issued", "alice", PROJECT, LINUX).await;
-    let token = token_now("alice");
-    s.jwts.push(token.clone());
-    let auth = format!("Bearer {token}");
+    let path = console_path(PROJECT, LINUX);
+    let json_type = "application/json";
     let hit = s
-        .request(
-            "a cache hit",
-            Method::POST,
-            &console_path(PROJECT, LINUX),
-            &[
-                ("content-type", "application/json"),
-                ("authorization", &auth),
-            ],
-            BODY,
-        )
+        .with_token("a cache hit", Method::POST, &path, json_type, BODY)
         .await;
     assert_eq!(hit.header("x-cache"), Some("hit"));
     s.console_ok("issued with an IAM token", "alice", PROJECT_IAM, LINUX)
@@ -332,7 +323,6 @@ async fn no_secret_reaches_logs_audit_metrics_or_any_answer_but_the_console_url(
         .assert_error(503, "BMSGW.0314");
 
     // 401 of every kind, each token a secret of its own.
-    let path = console_path(PROJECT, LINUX);
     s.request(
         "no token",
         Method::POST,
@@ -391,7 +381,6 @@ async fn no_secret_reaches_logs_audit_metrics_or_any_answer_but_the_console_url(
     s.console("denied by policy", "mallory", PROJECT, LINUX)
         .await
         .assert_error(403, "BMSGW.0201");
-    let json_type = "application/json";
     s.with_token(
         "no such route",
         Method::POST,
