@@ -3,88 +3,24 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::Duration;
 
+use common::binary::{Binary, BIN};
 use common::*;
 use http::Method;
 use serde_json::Value;
-
-const BIN: &str = env!("CARGO_BIN_EXE_bms-console-gateway");
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// A child process whose stdout lines arrive on a channel; killed when dropped.
-struct Running {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Running {
-    fn spawn(args: &[&str], cwd: &Path) -> Running {
-        let mut child = Command::new(BIN)
-            .args(args)
-            .current_dir(cwd)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("binary starts");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Running {
-            child,
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Waits for a JSON log line whose `message` is `message`.
-    fn wait_for(&mut self, message: &str) -> Value {
-        loop {
-            let line = self
-                .lines
-                .recv_timeout(Duration::from_secs(30))
-                .unwrap_or_else(|_| {
-                    panic!("no log line {message:?}; saw:\n{}", self.seen.join("\n"))
-                });
-            self.seen.push(line.clone());
-            if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                if v["message"] == message {
-                    return v;
-                }
-            }
-        }
-    }
-
-    /// Sends SIGTERM, waits for the exit, and returns every line printed.
-    fn terminate(mut self) -> (std::process::ExitStatus, String) {
-        let pid = self.child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        let status = self.child.wait().unwrap();
-        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
-            self.seen.push(line);
-        }
-        (status, self.seen.join("\n"))
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-    }
+/// `BIN args...` run from the repository root, as the README's commands are.
+fn spawn_in_repo(args: &[&str]) -> Binary {
+    let mut command = Command::new(BIN);
+    command.args(args).current_dir(repo());
+    Binary::spawn_command(command)
 }
 
 /// The shipped default config, with ephemeral ports so tests never collide with a real one.
@@ -120,7 +56,7 @@ fn mint_token(args: &[&str]) -> String {
 async fn the_readme_quick_start_works_and_logs_no_secret() {
     let config = default_config_on_free_ports(&repo().join("config"));
     let _cleanup = RemoveOnDrop(config.clone());
-    let mut gateway = Running::spawn(&["serve", "--config", config.to_str().unwrap()], &repo());
+    let mut gateway = spawn_in_repo(&["serve", "--config", config.to_str().unwrap()]);
     let listening = gateway.wait_for("bms-console-gateway listening");
     let public = listening["public"].as_str().unwrap().to_string();
     let admin = listening["admin"].as_str().unwrap().to_string();
@@ -234,20 +170,16 @@ fn serve_reports_an_unreadable_config_with_its_path() {
 fn pretty_log_format_prints_for_people() {
     let config = default_config_on_free_ports(&repo().join("config"));
     let _cleanup = RemoveOnDrop(config.clone());
-    let gateway = Running::spawn(
-        &[
-            "serve",
-            "--config",
-            config.to_str().unwrap(),
-            "--log-format",
-            "pretty",
-        ],
-        &repo(),
-    );
+    let mut gateway = spawn_in_repo(&[
+        "serve",
+        "--config",
+        config.to_str().unwrap(),
+        "--log-format",
+        "pretty",
+    ]);
     loop {
         let line = gateway
-            .lines
-            .recv_timeout(Duration::from_secs(30))
+            .next_line(Duration::from_secs(30))
             .expect("the gateway logs its start");
         assert!(
             serde_json::from_str::<Value>(&line).is_err(),
@@ -367,20 +299,17 @@ fn check_config_names_file_key_and_problem() {
 
 #[tokio::test]
 async fn simulate_serves_the_bms_api_on_its_own() {
-    let mut sim = Running::spawn(
-        &[
-            "simulate",
-            "--listen",
-            "127.0.0.1:0",
-            "--access-key",
-            TEST_AK,
-            "--secret-key",
-            TEST_SK,
-            "--iam-user",
-            "acme/svc:sim-iam-password",
-        ],
-        &repo(),
-    );
+    let mut sim = spawn_in_repo(&[
+        "simulate",
+        "--listen",
+        "127.0.0.1:0",
+        "--access-key",
+        TEST_AK,
+        "--secret-key",
+        TEST_SK,
+        "--iam-user",
+        "acme/svc:sim-iam-password",
+    ]);
     let started = sim.wait_for("BMS simulator listening");
     let endpoint = started["endpoint"].as_str().unwrap().to_string();
     // The gateway, configured against it, gets a URL through it.

@@ -236,7 +236,7 @@ async fn while_iam_is_down_a_valid_token_keeps_serving_and_without_one_readyz_fa
     simulator.set_iam_down(false);
     h.clock.advance(Duration::from_secs(300));
     wait_until("ready again", || async { h.readyz().await == 200 }).await;
-    assert_eq!(h.console("alice", LINUX).await.status, 200);
+    h.assert_fresh_url_from(&simulator, LINUX).await;
 }
 
 #[tokio::test]

@@ -309,8 +309,7 @@ fn check_config_accepts_the_replicas_example_offline_and_names_a_missing_secret(
 
 #[tokio::test]
 async fn the_real_binary_warns_once_about_redis_and_logs_no_redis_secret() {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
+    use common::binary::GatewayProcess;
 
     let port = closed_port();
     let _redis = PrivateRedis::start_with(
@@ -348,46 +347,12 @@ async fn the_real_binary_warns_once_about_redis_and_logs_no_redis_secret() {
     let config = repo.join(format!("config/test-redis-{}.toml", std::process::id()));
     std::fs::write(&config, text).unwrap();
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_bms-console-gateway"))
-        .args(["serve", "--config", config.to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut seen = Vec::new();
-    let listening = loop {
-        let line = rx
-            .recv_timeout(std::time::Duration::from_secs(30))
-            .unwrap_or_else(|_| panic!("no start-up line; saw:\n{}", seen.join("\n")));
-        seen.push(line.clone());
-        if line.contains("bms-console-gateway listening") {
-            break line;
-        }
-    };
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let _ = child.wait();
+    // Start-up completes (the gateway serves without Redis), then it is stopped.
+    let gateway = GatewayProcess::serve(&config);
+    let (_, all) = gateway.process.terminate();
     std::fs::remove_file(&config).unwrap();
-    while let Ok(line) = rx.recv_timeout(std::time::Duration::from_secs(5)) {
-        seen.push(line);
-    }
-    let all = seen.join("\n");
-    assert!(
-        listening.contains("listening"),
-        "the gateway serves without Redis"
-    );
-    let warnings: Vec<&String> = seen
+    let seen: Vec<&str> = all.lines().collect();
+    let warnings: Vec<&&str> = seen
         .iter()
         .filter(|l| l.contains("Redis unavailable; applying the fallback"))
         .collect();

@@ -118,6 +118,14 @@ async fn a_cloud_429_is_passed_on_with_retry_after_and_the_account_backs_off() {
     assert_eq!(throttled.header("retry-after"), Some("7"));
     assert_eq!(h.sim().stats().throttled, 1);
     assert_eq!(h.sim().stats().requests_total, 2, "not retried");
+    assert_eq!(
+        h.metric(&series(
+            "bmsgw_upstream_errors_total",
+            &format!("{ACCOUNT},kind=\"throttled\"")
+        ))
+        .await,
+        1.0
+    );
 
     // Backing off: answered by the gateway, the cloud is not called.
     h.clock.advance(Duration::from_secs(3));
@@ -306,9 +314,19 @@ async fn the_breaker_opens_answers_503_fast_and_recovers_through_a_probe() {
     );
     h.sim().faults().set_error_5xx_rate(1.0);
     for _ in 0..3 {
-        assert_eq!(h.console("alice", LINUX).await.status, 503);
+        h.console("alice", LINUX)
+            .await
+            .assert_error(503, "APIGW.0202");
     }
     assert_eq!(h.metric(&state).await, 1.0, "open");
+    assert_eq!(
+        h.metric(&series(
+            "bmsgw_upstream_requests_total",
+            &format!("{ACCOUNT},status_class=\"5xx\"")
+        ))
+        .await,
+        3.0
+    );
     let fast = h.console("alice", LINUX).await;
     fast.assert_error(503, "BMSGW.0313");
     assert_eq!(fast.header("retry-after"), Some("10"));
@@ -326,10 +344,10 @@ async fn the_breaker_opens_answers_503_fast_and_recovers_through_a_probe() {
         .await
         .assert_error(503, "BMSGW.0313");
 
-    // The endpoint recovers: the next probe succeeds and closes the breaker.
+    // The endpoint recovers: the next probe succeeds, from the cloud, and closes the breaker.
     h.sim().faults().set_error_5xx_rate(0.0);
     h.clock.advance(Duration::from_secs(10));
-    assert_eq!(h.console("alice", LINUX).await.status, 200);
+    h.assert_fresh_url_from(h.sim(), LINUX).await;
     assert_eq!(h.metric(&state).await, 0.0, "closed");
     assert_eq!(h.console("alice", WINDOWS).await.status, 400);
 }

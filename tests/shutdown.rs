@@ -5,127 +5,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::binary::{token_now, write_config_file, GatewayProcess, BIN};
 use common::*;
 use http::Method;
-use jsonwebtoken::Algorithm;
-use serde_json::Value;
-
-const BIN: &str = env!("CARGO_BIN_EXE_bms-console-gateway");
-
-/// The gateway binary, with its JSON log lines on a channel; killed if dropped while running.
-struct Gateway {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-    public: String,
-    admin: String,
-}
-
-impl Gateway {
-    fn spawn(config: &Path) -> Gateway {
-        let mut child = Command::new(BIN)
-            .args(["serve", "--config", config.to_str().unwrap()])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("binary starts");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut gateway = Gateway {
-            child,
-            lines,
-            seen: Vec::new(),
-            public: String::new(),
-            admin: String::new(),
-        };
-        let listening = gateway.wait_for("bms-console-gateway listening");
-        gateway.public = format!("http://{}", listening["public"].as_str().unwrap());
-        gateway.admin = format!("http://{}", listening["admin"].as_str().unwrap());
-        gateway
-    }
-
-    /// Waits for a log line whose `message` is `message`.
-    fn wait_for(&mut self, message: &str) -> Value {
-        tokio::task::block_in_place(|| loop {
-            let line = self
-                .lines
-                .recv_timeout(Duration::from_secs(30))
-                .unwrap_or_else(|_| {
-                    panic!("no log line {message:?}; saw:\n{}", self.seen.join("\n"))
-                });
-            self.seen.push(line.clone());
-            if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                if v["message"] == message {
-                    return v;
-                }
-            }
-        })
-    }
-
-    fn signal(&self, name: &str) {
-        let pid = self.child.id().to_string();
-        assert!(Command::new("kill")
-            .args([&format!("-{name}"), &pid])
-            .status()
-            .unwrap()
-            .success());
-    }
-
-    fn wait_exit(&mut self) -> std::process::ExitStatus {
-        tokio::task::block_in_place(|| {
-            for _ in 0..600 {
-                if let Some(status) = self.child.try_wait().unwrap() {
-                    return status;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            panic!("the gateway did not exit");
-        })
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn write_config(tag: &str, config: &TestConfig) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("bmsgw-signals-{}-{tag}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("gateway.toml");
-    let data = data_dir().display().to_string();
-    let text = config
-        .render()
-        .replace("file = \"keys/", &format!("file = \"{data}/keys/"))
-        .replace("\"file:test-", &format!("\"file:{data}/test-"));
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(&tmp, &path).unwrap();
-    path
-}
-
-fn token(sub: &str) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    mint(Algorithm::ES256, &claims(sub, now))
-}
 
 async fn console(public: &str, sub: &str) -> Reply {
     send(
@@ -134,7 +19,7 @@ async fn console(public: &str, sub: &str) -> Reply {
         &format!("{public}{}", console_path(PROJECT, LINUX)),
         &[
             ("content-type", "application/json"),
-            ("authorization", &format!("Bearer {}", token(sub))),
+            ("authorization", &format!("Bearer {}", token_now(sub))),
         ],
         BODY.to_string(),
     )
@@ -150,7 +35,7 @@ async fn sigterm_during_load_lets_every_in_flight_request_finish_and_exits_0() {
     let sim = start_simulator(TEST_AK, TEST_SK).await;
     // Every request goes upstream and takes a second there.
     sim.faults().set_latency(Duration::from_millis(1000));
-    let config = write_config(
+    let config = write_config_file(
         "term",
         &TestConfig {
             endpoint: sim.endpoint(),
@@ -159,7 +44,7 @@ async fn sigterm_during_load_lets_every_in_flight_request_finish_and_exits_0() {
             ..TestConfig::default()
         },
     );
-    let mut gateway = Gateway::spawn(&config);
+    let mut gateway = GatewayProcess::serve(&config);
     assert_eq!(get(&format!("{}/readyz", gateway.admin)).await.status, 200);
 
     let in_flight: Vec<_> = (0..12)
@@ -211,15 +96,15 @@ async fn sighup_reloads_the_config_file_and_a_broken_one_keeps_the_old() {
         policy: alice_only.clone(),
         ..TestConfig::default()
     };
-    let path = write_config("hup", &config);
-    let mut gateway = Gateway::spawn(&path);
+    let path = write_config_file("hup", &config);
+    let mut gateway = GatewayProcess::serve(&path);
     assert_eq!(console(&gateway.public, "bob").await.status, 403);
     // `probe` (the container HEALTHCHECK) sees the admin listener.
     let readyz = format!("{}/readyz", gateway.admin);
     assert!(probe(&readyz).success());
 
     config.policy = format!("{alice_only}[[policy.rules]]\nname = \"bob\"\nsubjects = [\"bob\"]\nprojects = [\"{PROJECT}\"]\n");
-    write_config("hup", &config);
+    write_config_file("hup", &config);
     gateway.signal("HUP");
     gateway.wait_for("config reloaded");
     assert_eq!(console(&gateway.public, "bob").await.status, 200);
@@ -319,8 +204,8 @@ async fn request_spans_are_exported_over_otlp_as_children_of_the_callers_trace()
     config.policy.push_str(&format!(
         "\n[tracing]\notlp_endpoint = \"http://{collector}/v1/traces\"\nservice_name = \"gw-under-test\"\n"
     ));
-    let path = write_config("otlp", &config);
-    let mut gateway = Gateway::spawn(&path);
+    let path = write_config_file("otlp", &config);
+    let mut gateway = GatewayProcess::serve(&path);
 
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
     let parent_id = "00f067aa0ba902b7";
@@ -330,7 +215,7 @@ async fn request_spans_are_exported_over_otlp_as_children_of_the_callers_trace()
         &format!("{}{}", gateway.public, console_path(PROJECT, LINUX)),
         &[
             ("content-type", "application/json"),
-            ("authorization", &format!("Bearer {}", token("alice"))),
+            ("authorization", &format!("Bearer {}", token_now("alice"))),
             ("traceparent", &format!("00-{trace_id}-{parent_id}-01")),
         ],
         BODY.to_string(),

@@ -12,7 +12,9 @@
 //! A **script** is a queue of faults for the next calls, one per call, e.g. `"next":
 //! ["503","503","503"]` fails exactly the next three calls with 503 and lets the fourth
 //! through; `"ok"` lets one call through unharmed. That makes retry tests exact where rates
-//! would be probabilistic.
+//! would be probabilistic. Besides whole error answers, a script can break the answer itself:
+//! a connection dropped after the head, a truncated, huge or trickling body, or a `200` that
+//! is not a console answer (see `broken.rs`); `trickle_interval_ms` sets the trickle's pace.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,11 +25,17 @@ use serde::{Deserialize, Serialize};
 
 /// Upper bound for injected latency, so a typo in a test cannot park a request for hours.
 pub const MAX_LATENCY: Duration = Duration::from_secs(600);
+/// The pause between two bytes of a `trickle` answer unless set otherwise: about 13 s for
+/// a whole console answer, past any sane upstream deadline.
+pub const DEFAULT_TRICKLE_INTERVAL: Duration = Duration::from_millis(100);
+/// Upper bound for the trickle pace (one byte a minute is slow enough for any deadline).
+pub const MAX_TRICKLE_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Live fault knobs. All setters take `&self`; values are read per request.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Faults {
     latency_ms: AtomicU64,
+    trickle_interval_ms: AtomicU64,
     // f64 rates stored as their bit patterns (there is no AtomicF64).
     error_5xx_rate: AtomicU64,
     throttle_rate: AtomicU64,
@@ -57,6 +65,27 @@ pub enum Scripted {
     /// `429 APIGW.0308`.
     #[serde(rename = "throttle")]
     Throttle,
+    /// A `200` head, then the connection is dropped before any body byte.
+    #[serde(rename = "reset_after_headers")]
+    ResetAfterHeaders,
+    /// `Content-Length` of a whole console answer, half of it sent, then the connection closes.
+    #[serde(rename = "truncated")]
+    Truncated,
+    /// A well-formed console answer padded past any sane size cap (`broken::HUGE_BODY_BYTES`).
+    #[serde(rename = "huge_body")]
+    HugeBody,
+    /// A well-formed console answer sent one byte per `trickle_interval_ms`.
+    #[serde(rename = "trickle")]
+    Trickle,
+    /// A `200` with an HTML page.
+    #[serde(rename = "not_json")]
+    NotJson,
+    /// A `200` console answer without `url`.
+    #[serde(rename = "no_url")]
+    NoUrl,
+    /// A `200` console answer whose URL is `http://`, not `https://`.
+    #[serde(rename = "http_url")]
+    HttpUrl,
 }
 
 /// The knobs as JSON, for `POST /sim/faults` and `GET /sim/faults`. In a POST, an omitted
@@ -72,6 +101,9 @@ pub struct FaultSettings {
     pub throttle_rate: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub close_connection_rate: Option<f64>,
+    /// The pause between two bytes of a `trickle` answer (1 to 60000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trickle_interval_ms: Option<u64>,
     /// Faults for the next calls, appended to the queue (see the module docs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next: Option<Vec<Scripted>>,
@@ -109,6 +141,19 @@ pub(crate) fn fires(rate: f64) -> bool {
     rate > 0.0 && (rate >= 1.0 || rand::random::<f64>() < rate)
 }
 
+impl Default for Faults {
+    fn default() -> Faults {
+        Faults {
+            latency_ms: AtomicU64::new(0),
+            trickle_interval_ms: AtomicU64::new(DEFAULT_TRICKLE_INTERVAL.as_millis() as u64),
+            error_5xx_rate: AtomicU64::default(),
+            throttle_rate: AtomicU64::default(),
+            close_connection_rate: AtomicU64::default(),
+            script: Mutex::default(),
+        }
+    }
+}
+
 impl Faults {
     /// All knobs off.
     pub fn new() -> Faults {
@@ -119,6 +164,15 @@ impl Faults {
     pub fn set_latency(&self, latency: Duration) {
         let ms = latency.min(MAX_LATENCY).as_millis();
         self.latency_ms
+            .store(u64::try_from(ms).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// The pause between two bytes of a `trickle` answer (clamped to 1 ms..[`MAX_TRICKLE_INTERVAL`]).
+    pub fn set_trickle_interval(&self, interval: Duration) {
+        let ms = interval
+            .clamp(Duration::from_millis(1), MAX_TRICKLE_INTERVAL)
+            .as_millis();
+        self.trickle_interval_ms
             .store(u64::try_from(ms).unwrap_or(u64::MAX), Ordering::Relaxed);
     }
 
@@ -155,6 +209,10 @@ impl Faults {
         Duration::from_millis(self.latency_ms.load(Ordering::Relaxed))
     }
 
+    pub fn trickle_interval(&self) -> Duration {
+        Duration::from_millis(self.trickle_interval_ms.load(Ordering::Relaxed))
+    }
+
     pub fn error_5xx_rate(&self) -> f64 {
         load_rate(&self.error_5xx_rate)
     }
@@ -174,6 +232,7 @@ impl Faults {
             error_5xx_rate: Some(self.error_5xx_rate()),
             throttle_rate: Some(self.throttle_rate()),
             close_connection_rate: Some(self.close_connection_rate()),
+            trickle_interval_ms: Some(self.trickle_interval_ms.load(Ordering::Relaxed)),
             next: Some(self.lock_script().iter().copied().collect()),
             ..FaultSettings::default()
         }
@@ -191,6 +250,14 @@ impl Faults {
                 ));
             }
         }
+        if let Some(ms) = settings.trickle_interval_ms {
+            if ms == 0 || u128::from(ms) > MAX_TRICKLE_INTERVAL.as_millis() {
+                return Err(format!(
+                    "trickle_interval_ms must be between 1 and {}",
+                    MAX_TRICKLE_INTERVAL.as_millis()
+                ));
+            }
+        }
         for (name, rate) in [
             ("error_5xx_rate", settings.error_5xx_rate),
             ("throttle_rate", settings.throttle_rate),
@@ -204,6 +271,9 @@ impl Faults {
         }
         if let Some(ms) = settings.latency_ms {
             self.set_latency(Duration::from_millis(ms));
+        }
+        if let Some(ms) = settings.trickle_interval_ms {
+            self.set_trickle_interval(Duration::from_millis(ms));
         }
         if let Some(r) = settings.error_5xx_rate {
             self.set_error_5xx_rate(r);
@@ -223,6 +293,7 @@ impl Faults {
     /// Every knob off.
     pub fn reset(&self) {
         self.set_latency(Duration::ZERO);
+        self.set_trickle_interval(DEFAULT_TRICKLE_INTERVAL);
         self.set_error_5xx_rate(0.0);
         self.set_throttle_rate(0.0);
         self.set_close_connection_rate(0.0);
@@ -266,6 +337,32 @@ mod tests {
         assert!(f.apply(&bad).unwrap_err().contains("throttle_rate"));
         assert_eq!(f.error_5xx_rate(), 0.0, "nothing applied on error");
         assert!(serde_json::from_str::<FaultSettings>(r#"{"latncy_ms":1}"#).is_err());
+        for bad in [0, 60_001] {
+            let trickle = FaultSettings {
+                trickle_interval_ms: Some(bad),
+                ..FaultSettings::default()
+            };
+            assert!(f
+                .apply(&trickle)
+                .unwrap_err()
+                .contains("trickle_interval_ms"));
+        }
+        assert_eq!(f.trickle_interval(), DEFAULT_TRICKLE_INTERVAL);
+    }
+
+    #[test]
+    fn every_scripted_fault_has_its_documented_json_name() {
+        let names = r#"["ok","502","503","504","reset","overload","throttle","reset_after_headers","truncated","huge_body","trickle","not_json","no_url","http_url"]"#;
+        let parsed: Vec<Scripted> = serde_json::from_str(names).unwrap();
+        assert_eq!(parsed.len(), 14);
+        assert_eq!(serde_json::to_string(&parsed).unwrap(), names);
+        let f = Faults::new();
+        f.script(&parsed);
+        assert_eq!(f.settings().next, Some(parsed));
+        f.set_trickle_interval(Duration::ZERO);
+        assert_eq!(f.trickle_interval(), Duration::from_millis(1), "clamped");
+        f.reset();
+        assert_eq!(f.settings(), Faults::new().settings());
     }
 
     #[test]

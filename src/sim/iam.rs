@@ -125,6 +125,11 @@ impl IamState {
         self.tokens_issued.store(0, Ordering::Relaxed);
     }
 
+    /// Every token issued since the last reset.
+    pub(crate) fn issued_tokens(&self) -> Vec<String> {
+        self.lock().keys().cloned().collect()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Issued>> {
         self.tokens.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -292,6 +297,7 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(token.starts_with("MII") && token.len() > 2000);
+        assert_eq!(iam.issued_tokens(), vec![token.clone()]);
         let now = SystemTime::now();
         assert_eq!(iam.check(&token, now).unwrap(), "p1");
         assert!(matches!(

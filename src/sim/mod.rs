@@ -10,6 +10,9 @@
 //! - `catalog`: which servers exist where ([`Catalog`]);
 //! - `auth`: `SDK-HMAC-SHA256` verification and the 15-minute date window;
 //! - `faults`: live fault knobs ([`Faults`]), including scripted faults for the next calls;
+//! - `broken`: the scripted answers that break the HTTP or BMS contract (a connection dropped
+//!   after the head, truncated, huge or trickling bodies, `200`s that are not console answers);
+//! - `console_urls`: minting console URLs and remembering the latest tokens;
 //! - `iam`: the IAM token endpoint and `X-Auth-Token` checks ([`SimIamUser`]);
 //! - `guard`: per-account throttling and the AK lockout after 5 bad signatures;
 //! - `stats`: counters for tests ([`SimStats`]);
@@ -20,7 +23,9 @@
 //! `POST /sim/iam/revoke`) are not part of the real API and are unauthenticated: bind the simulator to loopback.
 
 mod auth;
+mod broken;
 mod catalog;
+mod console_urls;
 mod faults;
 mod guard;
 mod iam;
@@ -40,11 +45,15 @@ use tokio::sync::watch;
 
 use crate::secret::Secret;
 
+pub use broken::HUGE_BODY_BYTES;
 pub use catalog::{
     Catalog, ServerOs, SimServer, DEMO_LINUX_SERVER_2_ID, DEMO_LINUX_SERVER_ID, DEMO_PROJECT_ID,
     DEMO_WINDOWS_SERVER_ID,
 };
-pub use faults::{FaultSettings, Faults, Scripted, MAX_LATENCY};
+pub use console_urls::REMEMBERED_TOKENS;
+pub use faults::{
+    FaultSettings, Faults, Scripted, DEFAULT_TRICKLE_INTERVAL, MAX_LATENCY, MAX_TRICKLE_INTERVAL,
+};
 pub use guard::{LOCKOUT_DURATION, LOCKOUT_THRESHOLD};
 pub use iam::{SimIamUser, DEFAULT_TOKEN_LIFETIME};
 pub use stats::SimStats;
@@ -93,6 +102,7 @@ pub(crate) struct Shared {
     /// The AK/SK pairs, rotatable at run time ([`SimHandle::set_secret_key`]).
     credentials: RwLock<Vec<SimCredential>>,
     counters: stats::Counters,
+    console_urls: console_urls::ConsoleUrls,
     faults: Faults,
     iam: iam::IamState,
     guards: guard::Guards,
@@ -150,6 +160,7 @@ pub async fn start(config: SimConfig, listener: TcpListener) -> std::io::Result<
     let shared = Arc::new(Shared {
         credentials: RwLock::new(config.credentials.clone()),
         iam: iam::IamState::new(config.users.clone()),
+        console_urls: console_urls::ConsoleUrls::new(&config.console_base_url),
         config,
         counters: stats::Counters::default(),
         faults: Faults::new(),
@@ -231,6 +242,18 @@ impl SimHandle {
     /// Requests per minute each account may make before `429 APIGW.0308`; 0 = unlimited.
     pub fn set_account_limit_per_minute(&self, limit: u64) {
         self.shared.guards.set_limit_per_minute(limit);
+    }
+
+    /// Every IAM token handed out so far (revoked and expired ones too), for tests that check
+    /// a token never leaks. These are credentials: keep them inside the test.
+    pub fn issued_iam_tokens(&self) -> Vec<String> {
+        self.shared.iam.issued_tokens()
+    }
+
+    /// The tokens of the last [`REMEMBERED_TOKENS`] console URLs handed out, in real answers
+    /// and broken ones alike, oldest first (for the same kind of test).
+    pub fn issued_console_tokens(&self) -> Vec<String> {
+        self.shared.console_urls.recent_tokens()
     }
 
     /// The live fault knobs, shared with the server.

@@ -7,14 +7,27 @@
 //! Every answer, success or error, carries a fresh `X-Request-Id` (32 lower-case hex, like
 //! APIGW's); flat errors repeat it in the body as APIGW does. The official SDKs read the id
 //! only from the header, which is why it is on every answer.
+//!
+//! The body type is boxed so that the broken answers of `broken.rs` can stream (and fail
+//! mid-way) through the same service as the whole ones built here.
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
-use http_body_util::Full;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
 use serde::Serialize;
 use serde_json::json;
 
-pub(crate) type Body = Full<Bytes>;
+/// Why a streamed body stopped: hyper then drops the connection (HTTP/1) or resets the stream.
+pub(crate) type BodyError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type Body = UnsyncBoxBody<Bytes, BodyError>;
+
+/// A body that is all there at once.
+pub(crate) fn whole(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
 
 /// A fresh request id: 32 lower-case hex characters.
 pub(crate) fn new_request_id() -> String {
@@ -25,7 +38,7 @@ pub(crate) fn new_request_id() -> String {
 pub(crate) fn json<T: Serialize>(status: StatusCode, request_id: &str, body: &T) -> Response<Body> {
     // Serialising our own plain structs cannot fail; an empty object is a safe fallback.
     let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
-    let mut resp = Response::new(Full::new(Bytes::from(bytes)));
+    let mut resp = Response::new(whole(bytes));
     *resp.status_mut() = status;
     let headers = resp.headers_mut();
     headers.insert(
@@ -64,7 +77,6 @@ pub(crate) fn nested(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http_body_util::BodyExt;
 
     async fn body_json(resp: Response<Body>) -> serde_json::Value {
         let bytes = resp.into_body().collect().await.unwrap().to_bytes();

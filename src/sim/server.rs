@@ -8,8 +8,9 @@
 //!
 //! The `remote_console` route walks these steps, each able to end the request:
 //! 1. count the request and record its header names;
-//! 2. fault knobs: the next scripted fault, latency, dropped connection, `429 APIGW.0308`,
-//!    `503`;
+//! 2. fault knobs: the next scripted fault (an error answer, a dropped connection, or one of
+//!    the broken `200`s of `broken.rs`), latency, dropped connection, `429 APIGW.0308`, `503`;
+//!    every injected answer is counted as an error, even a `200`;
 //! 3. read the body (size cap, time limit);
 //! 4. authentication (`401 APIGW.0301`): an `X-Auth-Token` from `iam.rs`, or AK/SK (see
 //!    `auth.rs`), where a locked AK is refused before its signature is looked at and every
@@ -18,7 +19,10 @@
 //! 5. project ownership and `X-Project-Id` (`400 Common.0018`);
 //! 6. body validation (`400 BMS.0001` / `BMS.0018`);
 //! 7. server lookup (`400 BMS.0040`), Windows (`400 BMS.0395`);
-//! 8. `200` with a console URL holding a fresh token.
+//! 8. `200` with a console URL holding a fresh token (`console_urls.rs`).
+//!
+//! The accept loop counts connections (`connections_accepted`), so a test can tell whether a
+//! client reused a connection or opened a new one.
 //!
 //! Nothing here logs a secret key, a signature or a console URL (its token is a credential).
 
@@ -42,6 +46,7 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use super::auth::{authenticate, AuthFailure};
+use super::broken;
 use super::catalog::ServerOs;
 use super::faults::{fires, FaultSettings, Scripted};
 use super::responses::{flat, json, nested, new_request_id, Body};
@@ -70,6 +75,11 @@ impl fmt::Display for DropConnection {
 }
 
 impl std::error::Error for DropConnection {}
+
+/// Marks an answer that a fault knob produced, so that a `200` among them (the broken answers)
+/// is not counted as a console URL served. Response extensions never go on the wire.
+#[derive(Clone, Copy, Debug)]
+struct InjectedFault;
 
 /// Accepts connections until `shutdown` turns true, then drains and returns.
 pub(crate) async fn serve(
@@ -104,6 +114,7 @@ pub(crate) async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
+                shared.counters.connection();
                 let shared = shared.clone();
                 let service = service_fn(move |req| handle(shared.clone(), req));
                 let conn = builder
@@ -307,7 +318,12 @@ async fn remote_console(
 
     let outcome = remote_console_steps(shared, request_id, &parts, body, project, server).await;
     match &outcome {
-        Ok(resp) if resp.status() == StatusCode::OK => counters.ok(),
+        Ok(resp)
+            if resp.status() == StatusCode::OK
+                && resp.extensions().get::<InjectedFault>().is_none() =>
+        {
+            counters.ok()
+        }
         Ok(resp) => {
             counters.error();
             if resp.status() == StatusCode::UNAUTHORIZED {
@@ -398,9 +414,7 @@ async fn remote_console_steps(
         ));
     }
 
-    let base = &shared.config.console_base_url;
-    let separator = if base.contains('?') { '&' } else { '?' };
-    let url = format!("{base}{separator}token={}", uuid::Uuid::new_v4());
+    let url = shared.console_urls.mint();
     Ok(json(
         StatusCode::OK,
         request_id,
@@ -499,6 +513,18 @@ async fn inject_faults(
     shared: &Shared,
     request_id: &str,
 ) -> Result<Option<Response<Body>>, DropConnection> {
+    let mut answer = knob_answer(shared, request_id).await?;
+    if let Some(resp) = &mut answer {
+        resp.extensions_mut().insert(InjectedFault);
+    }
+    Ok(answer)
+}
+
+/// The knobs of [`inject_faults`], in order; the first that fires answers.
+async fn knob_answer(
+    shared: &Shared,
+    request_id: &str,
+) -> Result<Option<Response<Body>>, DropConnection> {
     let faults = &shared.faults;
     if let Some(scripted) = faults.next_scripted() {
         if let Some(answer) = scripted_answer(shared, request_id, scripted)? {
@@ -576,6 +602,18 @@ fn scripted_answer(
             request_id,
             "APIGW.0308",
             "The throttling threshold has been reached: policy user over ratelimit,limit:100,time:1 minute",
+        ),
+        Scripted::ResetAfterHeaders
+        | Scripted::Truncated
+        | Scripted::HugeBody
+        | Scripted::Trickle
+        | Scripted::NotJson
+        | Scripted::NoUrl
+        | Scripted::HttpUrl => broken::answer(
+            scripted,
+            request_id,
+            &shared.console_urls,
+            shared.faults.trickle_interval(),
         ),
     };
     shared.counters.fault();

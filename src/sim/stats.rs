@@ -3,7 +3,8 @@
 //! Counting rules (API route = `POST /v1/{project}/baremetalservers/{server}/remote_console`;
 //! control endpoints and unknown paths are not counted):
 //! - `requests_total`: every request to the API route, counted on arrival.
-//! - `remote_console_ok`: answers `200`.
+//! - `remote_console_ok`: answers `200` with a console URL (a broken `200` that a fault
+//!   injected counts as an error).
 //! - `remote_console_errors`: every other outcome, including injected faults and dropped
 //!   connections, so `requests_total == remote_console_ok + remote_console_errors` once no
 //!   request is in flight.
@@ -15,6 +16,8 @@
 //!   tokens it handed out.
 //! - `max_consecutive_bad_signatures` / `ak_lockouts`: the longest run of bad signatures any
 //!   AK reached, and how many AKs got locked (5 in a row locks one).
+//! - `connections_accepted`: TCP connections accepted on any route, so a test can tell a
+//!   reused connection from a new one.
 //! - `last_request_headers`: the lower-case header names (sorted, deduplicated) of the last
 //!   API request, to assert what a gateway did or did not forward. Names only, never values.
 
@@ -44,6 +47,8 @@ pub struct SimStats {
     pub max_consecutive_bad_signatures: u64,
     #[serde(default)]
     pub ak_lockouts: u64,
+    #[serde(default)]
+    pub connections_accepted: u64,
 }
 
 /// The live counters behind [`SimStats`].
@@ -56,6 +61,7 @@ pub(crate) struct Counters {
     faults_injected: AtomicU64,
     bad_signatures: AtomicU64,
     throttled: AtomicU64,
+    connections: AtomicU64,
     last_request_headers: Mutex<Vec<String>>,
 }
 
@@ -93,6 +99,10 @@ impl Counters {
         self.throttled.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub(crate) fn connection(&self) {
+        self.connections.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn fault(&self) {
         self.faults_injected.fetch_add(1, Ordering::Relaxed);
     }
@@ -106,6 +116,7 @@ impl Counters {
             faults_injected: self.faults_injected.load(Ordering::Relaxed),
             bad_signatures: self.bad_signatures.load(Ordering::Relaxed),
             throttled: self.throttled.load(Ordering::Relaxed),
+            connections_accepted: self.connections.load(Ordering::Relaxed),
             last_request_headers: self
                 .last_request_headers
                 .lock()
@@ -124,6 +135,7 @@ impl Counters {
             &self.faults_injected,
             &self.bad_signatures,
             &self.throttled,
+            &self.connections,
         ] {
             c.store(0, Ordering::Relaxed);
         }
@@ -147,6 +159,7 @@ mod tests {
         c.error();
         c.auth_failure();
         c.fault();
+        c.connection();
         let s = c.snapshot();
         assert_eq!(
             (
@@ -157,6 +170,7 @@ mod tests {
             (2, 1, 1)
         );
         assert_eq!((s.auth_failures, s.faults_injected), (1, 1));
+        assert_eq!(s.connections_accepted, 1);
         assert_eq!(s.last_request_headers, vec!["host"]);
         c.reset();
         assert_eq!(c.snapshot(), SimStats::default());

@@ -335,7 +335,11 @@ async fn unknown_routes_are_404_apigw_0101_and_not_counted() {
     )
     .await;
     assert_flat(&a, StatusCode::NOT_FOUND, "APIGW.0101");
-    assert_eq!(sim.stats(), SimStats::default());
+    let only_connections = SimStats {
+        connections_accepted: 2,
+        ..SimStats::default()
+    };
+    assert_eq!(sim.stats(), only_connections);
 }
 
 #[tokio::test]
@@ -489,7 +493,7 @@ async fn control_endpoints_over_http() {
     let a = control(&sim, Method::GET, "/sim/faults", "").await;
     assert_eq!(
         a.body,
-        json!({"latency_ms":5,"error_5xx_rate":0.0,"throttle_rate":1.0,"close_connection_rate":0.0,"next":[],
+        json!({"latency_ms":5,"error_5xx_rate":0.0,"throttle_rate":1.0,"close_connection_rate":0.0,"trickle_interval_ms":100,"next":[],
                "iam_token_lifetime_seconds":86400,"iam_down":false,"account_limit_per_minute":0})
     );
 
@@ -743,4 +747,160 @@ async fn per_account_limit_and_sts_tokens() {
         .unwrap()
         .ends_with("policy user over ratelimit,limit:1,time:1 minute"));
     assert_eq!(sim.stats().throttled, 1);
+}
+
+/// What a client that reads frame by frame sees of one answer: the head, the body bytes that
+/// arrived, and whether the body ended in an error (a dropped connection).
+struct RawAnswer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Vec<u8>,
+    broken: bool,
+}
+
+async fn call_raw(sim: &SimHandle) -> RawAnswer {
+    let resp = client()
+        .request(Call::to(DEMO_LINUX_SERVER_ID).request(sim))
+        .await
+        .expect("a head");
+    let (parts, mut body) = resp.into_parts();
+    let mut bytes = Vec::new();
+    let mut broken = false;
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(frame) => bytes.extend_from_slice(frame.data_ref().map_or(&[][..], |d| &d[..])),
+            Err(_) => {
+                broken = true;
+                break;
+            }
+        }
+    }
+    RawAnswer {
+        status: parts.status,
+        headers: parts.headers,
+        body: bytes,
+        broken,
+    }
+}
+
+#[tokio::test]
+async fn broken_answers_break_exactly_as_documented_and_count_as_errors() {
+    let sim = sim().await;
+    let a = control(
+        &sim,
+        Method::POST,
+        "/sim/faults",
+        r#"{"next":["reset_after_headers","truncated","huge_body","not_json","no_url","http_url"]}"#,
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+
+    let reset = call_raw(&sim).await;
+    assert_eq!(reset.status, StatusCode::OK);
+    assert!(reset.broken && reset.body.is_empty(), "head, then nothing");
+
+    let truncated = call_raw(&sim).await;
+    let announced: usize = truncated.headers["content-length"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(truncated.broken);
+    assert_eq!(
+        truncated.body.len(),
+        announced / 2,
+        "half of what was announced"
+    );
+
+    let huge = call_raw(&sim).await;
+    assert!(!huge.broken);
+    assert_eq!(huge.body.len(), HUGE_BODY_BYTES);
+    assert_eq!(
+        huge.headers["content-length"],
+        HUGE_BODY_BYTES.to_string().as_str()
+    );
+    let value: Value = serde_json::from_slice(&huge.body).unwrap();
+    assert!(value["remote_console"]["url"]
+        .as_str()
+        .unwrap()
+        .starts_with("https://"));
+
+    let html = call_raw(&sim).await;
+    assert_eq!(html.status, StatusCode::OK);
+    assert!(html.headers["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    assert!(serde_json::from_slice::<Value>(&html.body).is_err());
+
+    let no_url = call(&sim, &Call::to(DEMO_LINUX_SERVER_ID)).await;
+    assert_eq!(no_url.status, StatusCode::OK);
+    assert_eq!(
+        no_url.body,
+        json!({"remote_console": {"type": "serial", "protocol": "serial"}})
+    );
+    let http = call(&sim, &Call::to(DEMO_LINUX_SERVER_ID)).await;
+    let url = http.body["remote_console"]["url"].as_str().unwrap();
+    assert!(
+        url.starts_with("http://console.bms.sim.invalid/serial/?token="),
+        "{url}"
+    );
+
+    let s = sim.stats();
+    assert_eq!((s.remote_console_ok, s.remote_console_errors), (0, 6));
+    assert_eq!(s.faults_injected, 6);
+    // Each call above had a client of its own, and so did the control call.
+    assert_eq!(s.connections_accepted, 7);
+    let tokens = sim.issued_console_tokens();
+    assert_eq!(
+        tokens.len(),
+        3,
+        "truncated, huge and http_url each minted a URL"
+    );
+    assert!(url.ends_with(&tokens[2]));
+
+    // Script used up; one client's calls share one connection, counted once.
+    let shared = client();
+    for _ in 0..2 {
+        let a = send(&shared, Call::to(DEMO_LINUX_SERVER_ID).request(&sim)).await;
+        assert_eq!(a.status, StatusCode::OK);
+    }
+    let s = sim.stats();
+    assert_eq!((s.remote_console_ok, s.connections_accepted), (2, 8));
+}
+
+#[tokio::test]
+async fn a_trickle_sends_the_head_at_once_and_the_body_one_byte_per_interval() {
+    let sim = sim().await;
+    control(
+        &sim,
+        Method::POST,
+        "/sim/faults",
+        r#"{"trickle_interval_ms":5,"next":["trickle"]}"#,
+    )
+    .await;
+    let started = Instant::now();
+    let resp = client()
+        .request(Call::to(DEMO_LINUX_SERVER_ID).request(&sim))
+        .await
+        .unwrap();
+    let head_after = started.elapsed();
+    let length: u32 = resp.headers()["content-length"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let value: Value = serde_json::from_slice(&body).expect("a whole console answer");
+    assert!(value["remote_console"]["url"].is_string());
+    assert!(
+        started.elapsed() >= Duration::from_millis(5) * length,
+        "{length} bytes at 5 ms each"
+    );
+    assert!(
+        head_after < Duration::from_millis(5) * length / 2,
+        "the head came first"
+    );
+    assert_eq!(sim.faults().trickle_interval(), Duration::from_millis(5));
+    assert_eq!(sim.stats().remote_console_ok, 0);
 }

@@ -185,14 +185,17 @@ impl UpstreamClient {
             .get(header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok());
-        let body = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
-            .collect()
-            .await
-            .map_err(|_| GatewayError::UpstreamBadResponse)?
-            .to_bytes();
+        let body = read_capped_body(account, status, response.into_body()).await?;
 
         if status == StatusCode::OK {
-            let url = bms::parse_upstream_success(&body)?;
+            let url = bms::parse_upstream_success(&body).inspect_err(|_| {
+                // The body itself is not logged: it may hold a console URL (a credential).
+                tracing::warn!(
+                    account = %account.name,
+                    upstream_request_id = request_id.as_deref().unwrap_or("-"),
+                    "the BMS API answered 200 without a console URL (not JSON, no url, or not https); refused"
+                );
+            })?;
             return Ok(Fetched {
                 url,
                 upstream_request_id: request_id,
@@ -205,6 +208,38 @@ impl UpstreamClient {
             request_id,
             retry_after,
         ))
+    }
+}
+
+/// The answer's body, at most [`MAX_RESPONSE_BYTES`]. A larger declared `Content-Length` is
+/// refused before a byte is read, a longer body once it passes the cap, and a body that ends
+/// early (the connection reset or closed mid-answer) as soon as that shows: all are
+/// `UpstreamBadResponse`. A body left unread is dropped, so hyper closes that connection
+/// rather than returning it to the pool.
+async fn read_capped_body(
+    account: &Account,
+    status: StatusCode,
+    body: hyper::body::Incoming,
+) -> Result<Bytes, GatewayError> {
+    use hyper::body::Body as _;
+    let refuse = |what: &str| {
+        tracing::warn!(
+            account = %account.name,
+            status = status.as_u16(),
+            max_bytes = MAX_RESPONSE_BYTES,
+            "the BMS API's answer {what}; refused"
+        );
+        GatewayError::UpstreamBadResponse
+    };
+    if body.size_hint().lower() > MAX_RESPONSE_BYTES as u64 {
+        return Err(refuse("announces more bytes than the response-size cap"));
+    }
+    match Limited::new(body, MAX_RESPONSE_BYTES).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(refuse("is larger than the response-size cap"))
+        }
+        Err(_) => Err(refuse("broke off before it was complete")),
     }
 }
 

@@ -2,6 +2,7 @@
 //! and speaks HTTP to them.
 #![allow(dead_code)]
 
+pub mod binary;
 pub mod idp;
 pub mod redis_server;
 
@@ -24,6 +25,8 @@ use serde_json::{json, Value};
 
 pub const PROJECT: &str = "bbf1946d374b44a0a2a95533562ba954";
 pub const LINUX: &str = "cf2a8b97-b5c6-47ef-9714-eb27adf26e5b";
+/// The demo catalog's second Linux server.
+pub const LINUX_2: &str = "7d0c3e1a-4b2f-4e8d-a6c5-9f1b2e3d4c5a";
 pub const WINDOWS: &str = "5f3c8a2e-1d4b-4c6e-9f7a-2b8d0e4c6a13";
 /// A well-formed server id the demo catalog does not hold.
 pub const UNKNOWN: &str = "00000000-0000-4000-8000-000000000000";
@@ -575,6 +578,24 @@ impl Harness {
 }
 
 impl Harness {
+    /// Asserts that the next request for `server` gets a console URL fresh from `sim`: `200`,
+    /// an `https://` URL, `X-Cache: miss`, and one more successful call counted by the
+    /// simulator. Fault tests end with it: whatever the fault did, nothing of it was cached.
+    pub async fn assert_fresh_url_from(&self, sim: &sim::SimHandle, server: &str) -> String {
+        let served_before = sim.stats().remote_console_ok;
+        let reply = self.console("after-the-fault", server).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        assert_eq!(reply.header("x-cache"), Some("miss"), "not from the cache");
+        let url = reply.url();
+        assert!(url.starts_with("https://"), "{url}");
+        assert_eq!(
+            sim.stats().remote_console_ok,
+            served_before + 1,
+            "the URL came from the simulator just now"
+        );
+        url
+    }
+
     /// The injected clock's wall-clock seconds.
     pub fn clock_now(&self) -> i64 {
         self.clock.unix_seconds()
