@@ -5,7 +5,8 @@
 //! check passes, 1 when one fails, 2 when the soak could not run.
 //!
 //! `./bench/soak [--duration 60s] [--rate 500] [--users 5000] [--servers 1000]
-//! [--rss-growth-mib 32] [--connections 16] [--warmup 10%]` (README, "Benchmarks").
+//! [--rss-growth-mib 32] [--connections 16] [--warmup 6s]` (README, "Benchmarks"); the warm-up
+//! defaults to the first 10% of the duration.
 
 mod args;
 mod client;
