@@ -11,7 +11,10 @@ use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bms_console_gateway::config::Config;
-use bms_console_gateway::mint::{mint, MintOptions};
+use bms_console_gateway::mint::MintOptions;
+
+#[path = "support/tokens.rs"]
+mod tokens;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -29,33 +32,13 @@ fn main() {
         .duration_since(UNIX_EPOCH)
         .expect("clock after 1970")
         .as_secs() as i64;
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let chunk = count.div_ceil(threads);
-    let tokens: Vec<String> = std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..threads)
-            .map(|t| {
-                let config = &config;
-                scope.spawn(move || {
-                    (t * chunk..((t + 1) * chunk).min(count))
-                        .map(|i| {
-                            let options = MintOptions {
-                                subject: format!("bench-user-{}", i % users),
-                                issuer_name: None,
-                                key_file: Some(PathBuf::from(key)),
-                                kid: Some(kid.clone()),
-                                lifetime_seconds: 3600,
-                                claims: vec![("jti".into(), format!("bench-{i}"))],
-                            };
-                            mint(config, &options, now).expect("token signs")
-                        })
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .flat_map(|w| w.join().expect("signing thread"))
-            .collect()
+    let tokens = tokens::mint_many(&config, count, now, |i| MintOptions {
+        subject: format!("bench-user-{}", i % users),
+        issuer_name: None,
+        key_file: Some(PathBuf::from(key)),
+        kid: Some(kid.clone()),
+        lifetime_seconds: 3600,
+        claims: vec![("jti".into(), format!("bench-{i}"))],
     });
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     for token in tokens {
