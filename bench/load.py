@@ -278,7 +278,14 @@ def main():
     ap.add_argument("--rate", type=int, default=0,
                     help="open-loop rate (req/s); default: half the slower proxy's closed-loop rate")
     ap.add_argument("--json", help="write all results here")
+    ap.add_argument("--memory-minutes", type=int, default=10,
+                    help="memory run: minutes of further traffic after the fill")
+    ap.add_argument("--memory", action="store_true",
+                    help="the memory run instead: 1,000,000 distinct users through the limiter "
+                         "and 100,000 servers into the URL cache, RSS after each step")
     args = ap.parse_args()
+    if args.memory:
+        return memory_run(args)
     if args.smoke:
         args.seconds, args.rounds, args.users, args.servers = 2, 1, 500, 100
         args.fresh_tokens = 2000
@@ -414,6 +421,57 @@ def main():
         print(f"bench: {errors} requests failed during the smoke run")
     elif errors:
         sys.exit(f"bench: {errors} requests failed; the numbers above are not valid")
+
+
+def memory_run(args):
+    """RSS of the gateway after 1,000,000 distinct users (each with its own token) were
+    decided by the rate limiter and 100,000 distinct servers were put in the URL cache, then
+    over a further stretch of traffic from those users, to see that it stays flat."""
+    users = 20000 if args.smoke else 1000000
+    servers = 1000 if args.smoke else 100000
+    work = tempfile.mkdtemp(prefix="bmsgw-bench-mem-")
+    logdir = os.path.join(work, "logs")
+    os.makedirs(logdir)
+    open(os.path.join(work, "ak"), "w").write("HPUABENCHAK00000001")
+    open(os.path.join(work, "sk"), "w").write("bench-secret-key-not-a-real-one")
+    open(os.path.join(work, "cache-key"), "w").write("bench-cache-encryption-key-0123456789abcdef")
+    stub_port = free_port()
+    stub_conf = fill(os.path.join(REPO, "bench", "nginx.conf"), os.path.join(work, "stub.conf"),
+                     PORT=stub_port, DIR=work)
+    stub = subprocess.Popen(["taskset", "-c", LOAD_CORE, "nginx", "-c", stub_conf, "-p", work])
+    wait_for_port(stub_port, stub)
+    port = free_port()
+    # The default limits and cache size; a TTL long enough that every cached server stays.
+    cfg = gateway_config(os.path.join(work, "gateway.toml"), port, free_port(), stub_port, 3600,
+                         1000000, work, ["ES256"])
+    print(f"bench: minting {users} tokens for {users} users", flush=True)
+    tokens = mint(cfg, os.path.join(KEYS, "es256-private.pem"), "bench-es256", users, users,
+                  os.path.join(work, "tokens.txt"))
+    gateway = Target("gateway", [BINARY, "serve", "--config", cfg], port)
+    gateway.start(logdir)
+    samples = [("started", rss_mib(gateway.proc.pid))]
+    try:
+        # One pass over every token: each wrk run sends them in order from the first, so one
+        # run long enough for all of them (timed from a first second) covers every user.
+        first = wrk(port, tokens, servers, 1, args.connections)["requests"]
+        seconds = -(-users * 13 // (10 * max(first, 1)))
+        sent = wrk(port, tokens, servers, seconds, args.connections)["requests"]
+        if sent < users:
+            print(f"bench: only {sent} of the {users} users were reached", flush=True)
+        samples.append((f"{min(sent, users)} users, {servers} servers cached", rss_mib(gateway.proc.pid)))
+        for minute in range(args.memory_minutes):
+            wrk(port, tokens, servers, 60, args.connections)
+            samples.append((f"+{minute + 1} min of traffic", rss_mib(gateway.proc.pid)))
+    finally:
+        gateway.stop()
+        stub.terminate()
+        stub.wait()
+    print("\n## Memory (RSS of the gateway)\n")
+    print("| after | RSS MiB |")
+    print("|---|---:|")
+    for label, rss in samples:
+        print(f"| {label} | {rss:.1f} |")
+    shutil.rmtree(work, ignore_errors=True)
 
 
 def report(results):

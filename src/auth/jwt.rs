@@ -28,7 +28,6 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -37,6 +36,7 @@ use serde_json::{Map, Value};
 
 use crate::auth::jwks::{RefreshTask, RemoteJwks};
 use crate::auth::keys::{self, KeySet, VerifyKey};
+use crate::auth::token_cache::TokenStore;
 use crate::clock::SharedClock;
 use crate::config::{AuthConfig, ConfigIssue};
 use crate::error::AuthFailure;
@@ -93,28 +93,8 @@ impl Issuer {
 /// A token that passed every check, remembered by the hash of the token.
 struct VerifiedToken {
     caller: Caller,
-    /// Last second (`exp` plus leeway) at which the token is accepted.
-    accept_until: i64,
     /// The key epoch it was verified under; any key-set change since makes it stale.
     key_epoch: u64,
-}
-
-/// Keeps a verified token no longer than its `exp` (plus leeway), on the injected clock.
-struct UntilExpiry(SharedClock);
-
-impl moka::Expiry<[u8; 32], Arc<VerifiedToken>> for UntilExpiry {
-    fn expire_after_create(
-        &self,
-        _key: &[u8; 32],
-        value: &Arc<VerifiedToken>,
-        _created_at: Instant,
-    ) -> Option<Duration> {
-        let left = value
-            .accept_until
-            .saturating_sub(self.0.unix_seconds())
-            .max(0);
-        Some(Duration::from_secs(left as u64))
-    }
 }
 
 /// Verifies tokens against every configured issuer.
@@ -124,7 +104,7 @@ pub struct Verifier {
     max_token_bytes: usize,
     clock: SharedClock,
     metrics: Arc<Metrics>,
-    cache: Option<moka::sync::Cache<[u8; 32], Arc<VerifiedToken>>>,
+    cache: Option<TokenStore<Arc<VerifiedToken>>>,
     key_epoch: Arc<AtomicU64>,
     /// Background JWKS refreshers; dropping the verifier stops them.
     refresh_tasks: Mutex<Vec<RefreshTask>>,
@@ -249,12 +229,8 @@ impl Verifier {
         if !issues.is_empty() {
             return Err(issues);
         }
-        let cache = (auth.token_cache_max_entries > 0).then(|| {
-            moka::sync::Cache::builder()
-                .max_capacity(auth.token_cache_max_entries)
-                .expire_after(UntilExpiry(clock.clone()))
-                .build()
-        });
+        let cache = (auth.token_cache_max_entries > 0)
+            .then(|| TokenStore::new(auth.token_cache_max_entries));
         Ok(Verifier {
             issuers,
             subject_claim: auth.subject_claim.clone(),
@@ -323,10 +299,10 @@ impl Verifier {
         let mut key = [0u8; 32];
         key.copy_from_slice(digest.as_ref());
         let epoch = self.key_epoch.load(Ordering::Acquire);
-        if let Some(hit) = cache.get(&key) {
+        if let Some((accept_until, hit)) = cache.get(&key) {
             if hit.key_epoch == epoch {
-                if self.clock.unix_seconds() > hit.accept_until {
-                    cache.invalidate(&key);
+                if self.clock.unix_seconds() > accept_until {
+                    cache.remove(&key);
                     return Err(AuthFailure::Expired);
                 }
                 self.metrics
@@ -344,15 +320,16 @@ impl Verifier {
         if self.key_epoch.load(Ordering::Acquire) == epoch {
             cache.insert(
                 key,
+                accept_until,
                 Arc::new(VerifiedToken {
                     caller: caller.clone(),
-                    accept_until,
                     key_epoch: epoch,
                 }),
+                self.clock.unix_seconds(),
             );
         } else {
             // The keys changed while this token was checked: forget everything verified before.
-            cache.invalidate_all();
+            cache.clear();
         }
         Ok(caller)
     }
