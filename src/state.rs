@@ -115,12 +115,14 @@ impl Gateway {
     ) -> Result<Gateway, ConfigError> {
         metrics.add_accounts(&account_names(config));
         let mut issues = Vec::new();
+        let policy = Policy::from_config(&config.policy);
         let verifier = Verifier::from_config(
             &config.auth,
             &config.base_dir,
             clock.clone(),
             metrics.clone(),
         )
+        .map(|verifier| verifier.keeping_only_claims(policy.claim_names()))
         .map_err(|e| issues.extend(e))
         .ok();
         let upstream = UpstreamClient::new(&config.upstream, &config.base_dir, metrics.clone())
@@ -165,7 +167,7 @@ impl Gateway {
 
         Ok(Gateway {
             verifier,
-            policy: Policy::from_config(&config.policy),
+            policy,
             limiter: Limiter::new(
                 LocalLimiter::new(clock.clone(), config.rate_limit.max_tracked_users),
                 shared.limiter,

@@ -23,7 +23,9 @@
 //! signature check. A hit still checks `exp` on the injected clock, and any key-set change
 //! empties the cache, so a rotated-out key's tokens are checked again and refused.
 //!
-//! Nothing downstream sees the raw token: the pipeline keeps only the [`Caller`].
+//! Nothing downstream sees the raw token: the pipeline keeps only the [`Caller`], which holds
+//! only the claims the policy reads (so a cached token costs a couple of hundred bytes, not
+//! whatever its issuer put in it).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -108,9 +110,18 @@ pub struct Verifier {
     key_epoch: Arc<AtomicU64>,
     /// Background JWKS refreshers; dropping the verifier stops them.
     refresh_tasks: Mutex<Vec<RefreshTask>>,
+    /// When set, the only claims a [`Caller`] keeps (those the policy reads); the rest are
+    /// dropped after verification, so a cached token costs little memory whatever it carries.
+    kept_claims: Option<std::collections::HashSet<String>>,
 }
 
 impl Verifier {
+    /// Keeps only these claims in the callers this verifier vouches for (see `kept_claims`).
+    pub fn keeping_only_claims(mut self, names: std::collections::HashSet<String>) -> Verifier {
+        self.kept_claims = Some(names);
+        self
+    }
+
     /// Builds the verifier, loading every issuer's local keys and resolving shared secrets.
     /// Remote key sets are fetched by [`Verifier::fetch_remote_keys`]. Problems are reported
     /// per config key.
@@ -240,6 +251,7 @@ impl Verifier {
             cache,
             key_epoch,
             refresh_tasks: Mutex::new(Vec::new()),
+            kept_claims: None,
         })
     }
 
@@ -350,7 +362,7 @@ impl Verifier {
             return Err(AuthFailure::Malformed);
         };
         let header = decode_json_object(header_b64)?;
-        let claims = decode_json_object(payload_b64)?;
+        let mut claims = decode_json_object(payload_b64)?;
 
         if header.contains_key("crit") {
             return Err(AuthFailure::UnsupportedHeader);
@@ -414,6 +426,9 @@ impl Verifier {
             Some(Value::String(s)) if !s.is_empty() && s.len() <= 256 => s.clone(),
             _ => return Err(AuthFailure::BadClaims),
         };
+        if let Some(kept) = &self.kept_claims {
+            claims.retain(|name, _| kept.contains(name));
+        }
         Ok((
             Caller {
                 subject,

@@ -154,6 +154,14 @@ impl Policy {
         Policy { rules }
     }
 
+    /// The claim names any rule looks at: all a verified caller needs to keep.
+    pub fn claim_names(&self) -> std::collections::HashSet<String> {
+        self.rules
+            .iter()
+            .flat_map(|rule| rule.claims.iter().map(|(name, _)| name.clone()))
+            .collect()
+    }
+
     /// Decides for one caller and target: a matching deny rule wins, then the first matching
     /// allow rule; default deny.
     pub fn decide(&self, caller: &Caller, target: &ConsoleTarget) -> Decision {
