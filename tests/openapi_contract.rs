@@ -826,6 +826,9 @@ fn every_error_the_gateway_can_answer_is_documented() {
         let response = if let GatewayError::NotFound = error {
             // No such path: the answer for every path the spec does not name.
             spec.resolve(&spec.doc()["x-unmatched-path-response"])
+        } else if let GatewayError::MethodNotAllowed = error {
+            // The answer for every method the route does not list.
+            spec.resolve(&spec.doc()["x-unsupported-method-response"])
         } else {
             console_responses(&spec)
                 .get(&status.to_string())
@@ -850,7 +853,10 @@ fn every_error_the_gateway_can_answer_is_documented() {
                 error.code()
             );
         }
-        if !matches!(error, GatewayError::NotFound) {
+        if !matches!(
+            error,
+            GatewayError::NotFound | GatewayError::MethodNotAllowed
+        ) {
             assert!(spec.response(operation, status).is_some());
         }
     }
@@ -863,14 +869,20 @@ fn the_spec_lists_no_code_the_gateway_lacks() {
         .iter()
         .map(|e| (e.status().as_u16(), e.code().to_string()))
         .collect();
-    let unmatched = (
-        "404".to_string(),
-        spec.doc()["x-unmatched-path-response"].clone(),
-    );
+    let elsewhere = [
+        (
+            "404".to_string(),
+            spec.doc()["x-unmatched-path-response"].clone(),
+        ),
+        (
+            "405".to_string(),
+            spec.doc()["x-unsupported-method-response"].clone(),
+        ),
+    ];
     let listed = console_responses(&spec)
         .iter()
         .map(|(status, response)| (status.clone(), response.clone()))
-        .chain([unmatched]);
+        .chain(elsewhere);
     for (status, response) in listed {
         for code in spec.error_codes(spec.resolve(&response)) {
             let status: u16 = status.parse().expect("only exact statuses list codes");
@@ -965,4 +977,26 @@ fn the_examples_in_the_spec_conform_to_their_schemas() {
         .schema_errors(&request["schema"], &request["example"])
         .is_empty());
     assert!(checked >= 2, "the success and error examples");
+}
+
+#[test]
+fn the_spec_describes_this_version_and_its_listeners() {
+    let spec = Spec::load();
+    assert_eq!(spec.doc()["info"]["version"], env!("CARGO_PKG_VERSION"));
+    // The servers are the default config's listeners.
+    let config = bms_console_gateway::config::Config::from_toml_str(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/gateway.toml"))
+            .unwrap(),
+        std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config")),
+        "gateway.toml",
+    )
+    .expect("the default config");
+    assert_eq!(
+        spec.doc()["servers"][0]["url"],
+        format!("http://{}", config.server.listen)
+    );
+    assert_eq!(
+        spec.doc()["paths"]["/healthz"]["servers"][0]["url"],
+        format!("http://{}", config.server.admin_listen)
+    );
 }

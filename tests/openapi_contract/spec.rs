@@ -208,7 +208,17 @@ impl Spec {
             return self.check_response("404", response, method, answer, origin);
         };
         let Some(operation) = self.operation(method, template) else {
-            return vec![format!("{method} {template} is not documented")];
+            // A method the path does not list: the spec's one answer for it.
+            let Some(response) = self.doc.get("x-unsupported-method-response") else {
+                return vec![format!("{method} {template} is not documented")];
+            };
+            if answer.status != 405 || listener != Listener::Public {
+                return vec![format!(
+                    "{method} {template} answered {}, not 405",
+                    answer.status
+                )];
+            }
+            return self.check_response("405", self.resolve(response), method, answer, origin);
         };
         let Some((key, response)) = self.response(operation, answer.status) else {
             return vec![format!("status {} is not documented", answer.status)];
