@@ -296,8 +296,8 @@ impl GatewayError {
         }
     }
 
-    /// One error of every kind, for checks that the documentation covers them all (the
-    /// README's table, `docs/openapi.yaml`). `Upstream` stands for every status the cloud can
+    /// One error of every kind, for the tests that check the README's error table and
+    /// `docs/openapi.yaml` cover them all. `Upstream` stands for every status the cloud can
     /// answer with.
     pub fn catalogue() -> Vec<GatewayError> {
         let catalogue = vec![

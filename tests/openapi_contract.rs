@@ -16,230 +16,110 @@
 mod common;
 #[path = "openapi_contract/spec.rs"]
 mod spec;
+#[path = "openapi_contract/wire.rs"]
+mod wire;
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bms_console_gateway::bms::{self, ProjectId, ServerId};
 use bms_console_gateway::error::GatewayError;
 use bms_console_gateway::sim::Scripted;
 use common::*;
-use http::{HeaderMap, HeaderName, HeaderValue};
 use jsonwebtoken::Algorithm;
 use serde_json::{json, Value};
 use spec::{Answer, Listener, Origin, Spec};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use wire::{exchange, Request, StubCloud};
 
 /// A server the policy's deny rule names.
 const DENIED: &str = "dddddddd-dddd-4ddd-8ddd-dddddddddddd";
 /// A well-formed project that no account serves (the policy grants every project).
 const UNSERVED_PROJECT: &str = "0123456789abcdef0123456789abcdef";
 
-/// One request, written as raw HTTP/1.1.
-struct Request {
-    method: &'static str,
-    target: String,
-    headers: Vec<(String, String)>,
-    body: String,
-    /// Send the head and only this many body bytes, then wait for the answer.
-    body_sent: Option<usize>,
-}
-
-impl Request {
-    fn new(method: &'static str, target: impl Into<String>) -> Request {
-        Request {
-            method,
-            target: target.into(),
-            headers: Vec::new(),
-            body: String::new(),
-            body_sent: None,
-        }
-    }
-
-    /// The standard console request for `server` of `project`, with a token for `subject`.
-    fn console(h: &Harness, subject: &str, project: &str, server: &str) -> Request {
-        Request::new("POST", console_path(project, server))
-            .bearer(&h.token(subject))
-            .json(BODY)
-    }
-
-    fn header(mut self, name: &str, value: &str) -> Request {
-        self.headers.push((name.into(), value.into()));
-        self
-    }
-
-    fn bearer(self, token: &str) -> Request {
-        self.header("Authorization", &format!("Bearer {token}"))
-    }
-
-    fn json(self, body: &str) -> Request {
-        let mut request = self.header("Content-Type", "application/json");
-        request.body = body.into();
-        request
-    }
-
-    fn bytes(&self) -> Vec<u8> {
-        let mut head = format!(
-            "{} {} HTTP/1.1\r\nHost: gateway.test\r\nConnection: close\r\n",
-            self.method, self.target
-        );
-        for (name, value) in &self.headers {
-            head.push_str(&format!("{name}: {value}\r\n"));
-        }
-        if !self.body.is_empty() || self.method == "POST" {
-            head.push_str(&format!("Content-Length: {}\r\n", self.body.len()));
-        }
-        head.push_str("\r\n");
-        let sent = self.body_sent.unwrap_or(self.body.len());
-        let mut bytes = head.into_bytes();
-        bytes.extend_from_slice(&self.body.as_bytes()[..sent]);
-        bytes
-    }
-}
-
-/// Writes the request and reads the answer until the server closes the connection.
-async fn exchange(addr: SocketAddr, request: &Request) -> Answer {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    stream.write_all(&request.bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(20), async {
-        let mut buf = [0u8; 8192];
-        loop {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => raw.extend_from_slice(&buf[..n]),
-            }
-        }
-    })
-    .await;
-    assert!(
-        read.is_ok(),
-        "no complete answer to {} {}",
-        request.method,
-        request.target
-    );
-    parse_answer(&raw)
-}
-
-fn parse_answer(raw: &[u8]) -> Answer {
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or_else(|| panic!("no head in {:?}", String::from_utf8_lossy(raw)));
-    let head = std::str::from_utf8(&raw[..split]).expect("an ASCII head");
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|s| s.parse().ok())
-        .expect("a status line");
-    let mut headers = HeaderMap::new();
-    for line in lines {
-        let (name, value) = line.split_once(':').expect("a header line");
-        headers.append(
-            HeaderName::from_bytes(name.trim().as_bytes()).unwrap(),
-            HeaderValue::from_str(value.trim()).unwrap(),
-        );
-    }
-    Answer {
-        status,
-        headers,
-        body: raw[split + 4..].to_vec(),
-    }
-}
-
-/// Sends `request` to the public listener, asserts the status (and, for errors, the code and
-/// the request id in the body), then asserts the answer conforms to the spec.
-async fn expect(
-    spec: &Spec,
+/// One listener of a live gateway and the spec its answers are checked against.
+struct Live<'a> {
+    spec: &'a Spec,
+    listener: Listener,
     addr: SocketAddr,
-    request: Request,
-    status: u16,
-    code: Option<&str>,
-    origin: Origin,
-) -> Answer {
-    let answer = exchange(addr, &request).await;
-    let what = format!("{} {}", request.method, request.target);
-    assert_eq!(
-        answer.status,
-        status,
-        "{what}: {}",
-        String::from_utf8_lossy(&answer.body)
-    );
-    if let Some(code) = code {
-        let body = answer.json();
-        assert_eq!(body["error_code"], code, "{what}: {body}");
-        assert_eq!(
-            body["request_id"].as_str(),
-            answer.header("x-request-id"),
-            "{what}"
-        );
+}
+
+impl<'a> Live<'a> {
+    fn public(spec: &'a Spec, h: &Harness) -> Live<'a> {
+        Live {
+            spec,
+            listener: Listener::Public,
+            addr: h.gateway.public_addr,
+        }
     }
-    let problems = spec.check(
-        Listener::Public,
-        request.method,
-        &request.target,
-        &answer,
-        origin,
-    );
-    assert!(
-        problems.is_empty(),
-        "{what} → {status} departs from docs/openapi.yaml:\n  {}",
-        problems.join("\n  ")
-    );
-    answer
-}
 
-/// The gateway's own error: status, code, and the answer against the spec.
-async fn gateway_error(
-    spec: &Spec,
-    h: &Harness,
-    request: Request,
-    status: u16,
-    code: &str,
-) -> Answer {
-    expect(
-        spec,
-        h.gateway.public_addr,
-        request,
-        status,
-        Some(code),
-        Origin::Gateway,
-    )
-    .await
-}
+    fn admin(spec: &'a Spec, h: &Harness) -> Live<'a> {
+        Live {
+            spec,
+            listener: Listener::Admin,
+            addr: h.gateway.admin_addr,
+        }
+    }
 
-/// An error the cloud answered, passed on.
-async fn cloud_error(
-    spec: &Spec,
-    h: &Harness,
-    request: Request,
-    status: u16,
-    code: &str,
-) -> Answer {
-    expect(
-        spec,
-        h.gateway.public_addr,
-        request,
-        status,
-        Some(code),
-        Origin::Cloud,
-    )
-    .await
-}
+    /// Sends `request`, asserts the status (and, for errors, the code and the request id in
+    /// the body), then asserts the answer conforms to the spec.
+    async fn expect(
+        &self,
+        request: Request,
+        status: u16,
+        code: Option<&str>,
+        origin: Origin,
+    ) -> Answer {
+        let answer = exchange(self.addr, &request).await;
+        let what = format!("{} {}", request.method, request.target);
+        let body = String::from_utf8_lossy(&answer.body).into_owned();
+        assert_eq!(answer.status, status, "{what}: {body}");
+        if let Some(code) = code {
+            let body = answer.json();
+            assert_eq!(body["error_code"], code, "{what}: {body}");
+            let request_id = answer.header("x-request-id");
+            assert_eq!(body["request_id"].as_str(), request_id, "{what}");
+        }
+        let problems = self.spec.check(
+            self.listener,
+            request.method,
+            &request.target,
+            &answer,
+            origin,
+        );
+        assert!(
+            problems.is_empty(),
+            "{what} → {status} departs from docs/openapi.yaml:\n  {}",
+            problems.join("\n  ")
+        );
+        answer
+    }
 
-async fn success(spec: &Spec, h: &Harness, request: Request) -> Answer {
-    expect(
-        spec,
-        h.gateway.public_addr,
-        request,
-        200,
-        None,
-        Origin::Gateway,
-    )
-    .await
+    /// The gateway's own error.
+    async fn gateway_error(&self, request: Request, status: u16, code: &str) -> Answer {
+        self.expect(request, status, Some(code), Origin::Gateway)
+            .await
+    }
+
+    /// A 405 for `request`; HEAD's comes without a body, so its code is not read.
+    async fn method_not_allowed(&self, request: Request) -> Answer {
+        if request.method == "HEAD" {
+            let answer = self.expect(request, 405, None, Origin::Gateway).await;
+            assert!(answer.body.is_empty());
+            answer
+        } else {
+            self.gateway_error(request, 405, "BMSGW.0107").await
+        }
+    }
+
+    /// An error the cloud answered, passed on.
+    async fn cloud_error(&self, request: Request, status: u16, code: &str) -> Answer {
+        self.expect(request, status, Some(code), Origin::Cloud)
+            .await
+    }
+
+    async fn success(&self, request: Request) -> Answer {
+        self.expect(request, 200, None, Origin::Gateway).await
+    }
 }
 
 /// The policy: one denied server, a tight rate-limit tier for the subject `tight`, and every
@@ -281,23 +161,25 @@ projects = ["*"]
 async fn successes_and_cache_hits_conform() {
     let spec = Spec::load();
     let h = Harness::start(contract_config()).await;
-    let miss = success(&spec, &h, Request::console(&h, "alice", PROJECT, LINUX)).await;
+    let live = Live::public(&spec, &h);
+    let miss = live
+        .success(Request::console(&h, "alice", PROJECT, LINUX))
+        .await;
     assert_eq!(miss.header("x-cache"), Some("miss"));
-    let hit = success(&spec, &h, Request::console(&h, "alice", PROJECT, LINUX)).await;
+    let hit = live
+        .success(Request::console(&h, "alice", PROJECT, LINUX))
+        .await;
     assert_eq!(hit.header("x-cache"), Some("hit"));
     assert_eq!(hit.json(), miss.json());
     // The trailing-slash form the spec describes, and the caller's request id kept.
     let mut slash =
         Request::console(&h, "alice", PROJECT, LINUX).header("X-Request-Id", "runbook-1");
     slash.target.push('/');
-    let answer = success(&spec, &h, slash).await;
+    let answer = live.success(slash).await;
     assert_eq!(answer.header("x-request-id"), Some("runbook-1"));
-    let fresh = success(
-        &spec,
-        &h,
-        Request::console(&h, "alice", PROJECT, LINUX).header("Cache-Control", "no-cache"),
-    )
-    .await;
+    let fresh = live
+        .success(Request::console(&h, "alice", PROJECT, LINUX).header("Cache-Control", "no-cache"))
+        .await;
     assert_eq!(fresh.header("x-cache"), Some("miss"));
     assert_eq!(h.sim().stats().remote_console_ok, 2);
 }
@@ -306,6 +188,7 @@ async fn successes_and_cache_hits_conform() {
 async fn validation_failures_conform() {
     let spec = Spec::load();
     let h = Harness::start(contract_config()).await;
+    let live = Live::public(&spec, &h);
     let path = console_path(PROJECT, LINUX);
     let token = h.token("alice");
     let post = |body: &str| Request::new("POST", path.clone()).bearer(&token).json(body);
@@ -317,13 +200,13 @@ async fn validation_failures_conform() {
         (PROJECT, "cf2a8b97b5c647ef9714eb27adf26e5b", "BMSGW.0102"),
     ] {
         let request = Request::new("POST", console_path(project, server)).json(BODY);
-        gateway_error(&spec, &h, request, 400, code).await;
+        live.gateway_error(request, 400, code).await;
     }
     for body in [
         "{not json",
         r#"{"remote_console":{"protocol":"serial","protocol":"serial","type":"serial"}}"#,
     ] {
-        gateway_error(&spec, &h, post(body), 400, "BMSGW.0103").await;
+        live.gateway_error(post(body), 400, "BMSGW.0103").await;
     }
     for (body, field) in [
         ("{}", "remote_console"),
@@ -338,7 +221,7 @@ async fn validation_failures_conform() {
             "remote_console.type",
         ),
     ] {
-        let answer = gateway_error(&spec, &h, post(body), 400, "BMSGW.0104").await;
+        let answer = live.gateway_error(post(body), 400, "BMSGW.0104").await;
         let message = answer.json()["error_msg"].as_str().unwrap().to_string();
         assert!(
             message.contains(&format!("field {field}:")),
@@ -348,30 +231,22 @@ async fn validation_failures_conform() {
     let mut oversized = post(BODY);
     oversized.body = format!(r#"{{"pad":"{}"}}"#, "x".repeat(5000));
     oversized.body_sent = Some(0);
-    gateway_error(&spec, &h, oversized, 413, "BMSGW.0105").await;
+    live.gateway_error(oversized, 413, "BMSGW.0105").await;
     let plain = Request::new("POST", path.clone())
         .bearer(&token)
         .header("Content-Type", "text/plain");
-    gateway_error(&spec, &h, plain, 415, "BMSGW.0106").await;
+    live.gateway_error(plain, 415, "BMSGW.0106").await;
     let untyped = Request::new("POST", path.clone()).bearer(&token);
-    gateway_error(&spec, &h, untyped, 415, "BMSGW.0106").await;
+    live.gateway_error(untyped, 415, "BMSGW.0106").await;
     // The body never arrives in full: refused after server.body_read_timeout_ms (1 s here).
     let mut stalled = post(BODY);
     stalled.body_sent = Some(10);
-    gateway_error(&spec, &h, stalled, 408, "BMSGW.0108").await;
+    live.gateway_error(stalled, 408, "BMSGW.0108").await;
     let long = Request::new("POST", format!("{path}?pad={}", "q".repeat(9000))).json(BODY);
-    gateway_error(&spec, &h, long, 414, "BMSGW.0701").await;
+    live.gateway_error(long, 414, "BMSGW.0701").await;
     // Over server.max_header_bytes (16 KiB): the HTTP layer's empty 431.
     let padded = post(BODY).header("X-Pad", &"a".repeat(17 * 1024));
-    let answer = expect(
-        &spec,
-        h.gateway.public_addr,
-        padded,
-        431,
-        None,
-        Origin::Gateway,
-    )
-    .await;
+    let answer = live.expect(padded, 431, None, Origin::Gateway).await;
     assert!(answer.body.is_empty());
     assert_eq!(
         h.sim().stats().requests_total,
@@ -384,43 +259,42 @@ async fn validation_failures_conform() {
 async fn refusals_of_the_caller_conform() {
     let spec = Spec::load();
     let h = Harness::start(contract_config()).await;
+    let live = Live::public(&spec, &h);
     let console = || Request::new("POST", console_path(PROJECT, LINUX)).json(BODY);
 
-    let missing = gateway_error(&spec, &h, console(), 401, "APIGW.0301").await;
+    let missing = live.gateway_error(console(), 401, "APIGW.0301").await;
     assert_eq!(
         missing.header("www-authenticate"),
         Some(r#"Bearer realm="bms-console-gateway""#)
     );
-    let invalid = gateway_error(
-        &spec,
-        &h,
-        console().bearer("not.a.token"),
-        401,
-        "APIGW.0301",
-    )
-    .await;
+    let invalid = live
+        .gateway_error(console().bearer("not.a.token"), 401, "APIGW.0301")
+        .await;
     assert!(invalid
         .header("www-authenticate")
         .unwrap()
         .contains("invalid_token"));
     let long_ago = h.clock_now() - 3600;
     let expired = mint(Algorithm::ES256, &claims("alice", long_ago));
-    let answer = gateway_error(&spec, &h, console().bearer(&expired), 401, "APIGW.0301").await;
+    let answer = live
+        .gateway_error(console().bearer(&expired), 401, "APIGW.0301")
+        .await;
     assert!(answer.json()["error_msg"]
         .as_str()
         .unwrap()
         .ends_with("token expired"));
 
     let denied = Request::console(&h, "alice", PROJECT, DENIED);
-    let answer = gateway_error(&spec, &h, denied, 403, "BMSGW.0201").await;
+    let answer = live.gateway_error(denied, 403, "BMSGW.0201").await;
     assert!(answer.header("ratelimit-remaining").is_some());
     let unserved = Request::console(&h, "alice", UNSERVED_PROJECT, LINUX);
-    gateway_error(&spec, &h, unserved, 404, "BMSGW.0202").await;
+    live.gateway_error(unserved, 404, "BMSGW.0202").await;
 
     // The tight tier holds one request; the second is refused with Retry-After.
-    success(&spec, &h, Request::console(&h, "tight", PROJECT, LINUX)).await;
+    live.success(Request::console(&h, "tight", PROJECT, LINUX))
+        .await;
     let limited = Request::console(&h, "tight", PROJECT, LINUX);
-    let answer = gateway_error(&spec, &h, limited, 429, "APIGW.0308").await;
+    let answer = live.gateway_error(limited, 429, "APIGW.0308").await;
     assert_eq!(answer.header("ratelimit-remaining"), Some("0"));
     assert!(
         answer
@@ -436,14 +310,17 @@ async fn refusals_of_the_caller_conform() {
 async fn other_methods_and_paths_conform() {
     let spec = Spec::load();
     let h = Harness::start(contract_config()).await;
+    let live = Live::public(&spec, &h);
     let path = console_path(PROJECT, LINUX);
     for method in ["GET", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD", "TRACE"] {
-        let answer = gateway_error_or_head(&spec, &h, Request::new(method, path.clone())).await;
+        let answer = live
+            .method_not_allowed(Request::new(method, path.clone()))
+            .await;
         assert_eq!(answer.header("allow"), Some("POST"), "{method}");
     }
     // The method is checked before the path parameters.
     let odd = Request::new("GET", console_path("not-hex", "not-a-uuid"));
-    gateway_error(&spec, &h, odd, 405, "BMSGW.0107").await;
+    live.gateway_error(odd, 405, "BMSGW.0107").await;
     for (method, target) in [
         ("POST", "/v1/nothing/here".to_string()),
         ("GET", "/".to_string()),
@@ -451,26 +328,7 @@ async fn other_methods_and_paths_conform() {
         ("GET", "/healthz".to_string()),
     ] {
         let request = Request::new(method, target).json(BODY);
-        gateway_error(&spec, &h, request, 404, "APIGW.0101").await;
-    }
-}
-
-/// A 405 for `request`; HEAD's comes without a body, so its code is not read.
-async fn gateway_error_or_head(spec: &Spec, h: &Harness, request: Request) -> Answer {
-    if request.method == "HEAD" {
-        let answer = expect(
-            spec,
-            h.gateway.public_addr,
-            request,
-            405,
-            None,
-            Origin::Gateway,
-        )
-        .await;
-        assert!(answer.body.is_empty());
-        answer
-    } else {
-        gateway_error(spec, h, request, 405, "BMSGW.0107").await
+        live.gateway_error(request, 404, "APIGW.0101").await;
     }
 }
 
@@ -478,29 +336,28 @@ async fn gateway_error_or_head(spec: &Spec, h: &Harness, request: Request) -> An
 async fn cloud_errors_and_upstream_failures_conform() {
     let spec = Spec::load();
     let h = Harness::start(contract_config()).await;
+    let live = Live::public(&spec, &h);
     let fresh = |server: &str| {
         Request::console(&h, "alice", PROJECT, server).header("Cache-Control", "no-cache")
     };
 
     // The cloud's refusals, passed on; the second unknown-server answer is remembered.
-    cloud_error(&spec, &h, fresh(WINDOWS), 400, "BMS.0395").await;
-    let first = cloud_error(
-        &spec,
-        &h,
-        Request::console(&h, "alice", PROJECT, UNKNOWN),
-        400,
-        "BMS.0040",
-    )
-    .await;
+    live.cloud_error(fresh(WINDOWS), 400, "BMS.0395").await;
+    let first = live
+        .cloud_error(
+            Request::console(&h, "alice", PROJECT, UNKNOWN),
+            400,
+            "BMS.0040",
+        )
+        .await;
     assert_eq!(first.header("x-cache"), Some("miss"));
-    let remembered = cloud_error(
-        &spec,
-        &h,
-        Request::console(&h, "alice", PROJECT, UNKNOWN),
-        400,
-        "BMS.0040",
-    )
-    .await;
+    let remembered = live
+        .cloud_error(
+            Request::console(&h, "alice", PROJECT, UNKNOWN),
+            400,
+            "BMS.0040",
+        )
+        .await;
     assert_eq!(remembered.header("x-cache"), Some("hit"));
 
     // Scripted faults, one per request (upstream.retry.max_attempts = 1).
@@ -514,15 +371,7 @@ async fn cloud_errors_and_upstream_failures_conform() {
         (Scripted::Reset, 502, Some("BMSGW.0301"), Origin::Gateway),
     ] {
         sim.faults().script(&[fault]);
-        let answer = expect(
-            &spec,
-            h.gateway.public_addr,
-            fresh(LINUX),
-            status,
-            code,
-            origin,
-        )
-        .await;
+        let answer = live.expect(fresh(LINUX), status, code, origin).await;
         assert!(answer.header("ratelimit-limit").is_some(), "{fault:?}");
     }
     assert_eq!(
@@ -533,18 +382,18 @@ async fn cloud_errors_and_upstream_failures_conform() {
 
     // Too slow: the gateway's own 504 after upstream.timeout_ms (1 s here).
     sim.faults().set_latency(Duration::from_secs(3));
-    gateway_error(&spec, &h, fresh(LINUX), 504, "BMSGW.0302").await;
+    live.gateway_error(fresh(LINUX), 504, "BMSGW.0302").await;
     sim.faults().set_latency(Duration::ZERO);
 
     // The cloud throttles: 429 with Retry-After, and the account is backed off (30 s).
     sim.faults().script(&[Scripted::Throttle]);
-    let throttled = gateway_error(&spec, &h, fresh(LINUX), 429, "APIGW.0308").await;
+    let throttled = live.gateway_error(fresh(LINUX), 429, "APIGW.0308").await;
     assert!(throttled.header("retry-after").is_some());
     let calls = sim.stats().requests_total;
-    gateway_error(&spec, &h, fresh(LINUX), 429, "APIGW.0308").await;
+    live.gateway_error(fresh(LINUX), 429, "APIGW.0308").await;
     assert_eq!(sim.stats().requests_total, calls, "backed off: no call");
     h.clock.advance(Duration::from_secs(30));
-    success(&spec, &h, fresh(LINUX)).await;
+    live.success(fresh(LINUX)).await;
 }
 
 #[tokio::test]
@@ -559,22 +408,20 @@ async fn the_gateways_own_upstream_refusals_conform() {
         ..contract_config()
     })
     .await;
-    gateway_error(
-        &spec,
-        &h,
+    let live = Live::public(&spec, &h);
+    live.gateway_error(
         Request::console(&h, "alice", PROJECT, LINUX),
         502,
         "BMSGW.0304",
     )
     .await;
-    let paused = gateway_error(
-        &spec,
-        &h,
-        Request::console(&h, "alice", PROJECT, LINUX),
-        503,
-        "BMSGW.0312",
-    )
-    .await;
+    let paused = live
+        .gateway_error(
+            Request::console(&h, "alice", PROJECT, LINUX),
+            503,
+            "BMSGW.0312",
+        )
+        .await;
     assert!(paused.header("retry-after").is_some());
     assert_eq!(cloud.stats().requests_total, 1);
 
@@ -586,22 +433,22 @@ async fn the_gateways_own_upstream_refusals_conform() {
         ..contract_config()
     })
     .await;
+    let live = Live::public(&spec, &h);
     h.sim().faults().set_error_5xx_rate(1.0);
-    cloud_error_any(
-        &spec,
-        &h,
+    live.expect(
         Request::console(&h, "alice", PROJECT, LINUX),
         503,
+        None,
+        Origin::Cloud,
     )
     .await;
-    let open = gateway_error(
-        &spec,
-        &h,
-        Request::console(&h, "alice", PROJECT, LINUX),
-        503,
-        "BMSGW.0313",
-    )
-    .await;
+    let open = live
+        .gateway_error(
+            Request::console(&h, "alice", PROJECT, LINUX),
+            503,
+            "BMSGW.0313",
+        )
+        .await;
     assert!(open.header("retry-after").is_some());
 
     // An upstream rate cap of one call, with a short wait: the second call is refused.
@@ -610,81 +457,12 @@ async fn the_gateways_own_upstream_refusals_conform() {
         ..contract_config()
     })
     .await;
-    success(&spec, &h, Request::console(&h, "alice", PROJECT, LINUX)).await;
+    let live = Live::public(&spec, &h);
+    live.success(Request::console(&h, "alice", PROJECT, LINUX))
+        .await;
     let capped = Request::console(&h, "alice", PROJECT, LINUX).header("Cache-Control", "no-cache");
-    let answer = gateway_error(&spec, &h, capped, 503, "BMSGW.0314").await;
+    let answer = live.gateway_error(capped, 503, "BMSGW.0314").await;
     assert!(answer.header("retry-after").is_some());
-}
-
-/// A cloud error whose code is whatever the cloud said.
-async fn cloud_error_any(spec: &Spec, h: &Harness, request: Request, status: u16) -> Answer {
-    expect(
-        spec,
-        h.gateway.public_addr,
-        request,
-        status,
-        None,
-        Origin::Cloud,
-    )
-    .await
-}
-
-/// An upstream that answers every call with `answer` (raw HTTP), for answers the simulator
-/// never gives.
-struct StubCloud {
-    addr: SocketAddr,
-    answer: Arc<Mutex<String>>,
-}
-
-impl StubCloud {
-    async fn start() -> StubCloud {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let answer = Arc::new(Mutex::new(String::new()));
-        let canned = answer.clone();
-        tokio::spawn(async move {
-            while let Ok((mut stream, _)) = listener.accept().await {
-                let canned = canned.clone();
-                tokio::spawn(async move {
-                    read_request(&mut stream).await;
-                    let answer = canned.lock().unwrap().clone();
-                    let _ = stream.write_all(answer.as_bytes()).await;
-                    let _ = stream.shutdown().await;
-                });
-            }
-        });
-        StubCloud { addr, answer }
-    }
-
-    fn answer(&self, status: &str, content_type: &str, body: &str) {
-        *self.answer.lock().unwrap() = format!(
-            "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\nX-Request-Id: stub-0001\r\n\r\n{body}",
-            body.len()
-        );
-    }
-}
-
-/// Reads one request (head and `Content-Length` body) so the answer follows a whole request.
-async fn read_request(stream: &mut TcpStream) {
-    let mut raw = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
-            let length: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0);
-            if raw.len() >= end + 4 + length {
-                return;
-            }
-        }
-        match stream.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => raw.extend_from_slice(&buf[..n]),
-        }
-    }
 }
 
 #[tokio::test]
@@ -696,6 +474,7 @@ async fn answers_the_simulator_never_gives_conform() {
         ..contract_config()
     })
     .await;
+    let live = Live::public(&spec, &h);
     let fresh =
         || Request::console(&h, "alice", PROJECT, LINUX).header("Cache-Control", "no-cache");
     let json_type = "application/json";
@@ -705,36 +484,36 @@ async fn answers_the_simulator_never_gives_conform() {
         json_type,
         r#"{"error":{"code":"BMS.0403","message":"no"}}"#,
     );
-    cloud_error(&spec, &h, fresh(), 403, "BMS.0403").await;
+    live.cloud_error(fresh(), 403, "BMS.0403").await;
     cloud.answer(
         "409 Conflict",
         json_type,
         r#"{"error_code":"BMS.0409","error_msg":"busy","request_id":"x"}"#,
     );
-    cloud_error(&spec, &h, fresh(), 409, "BMS.0409").await;
+    live.cloud_error(fresh(), 409, "BMS.0409").await;
     // A bare 500 (no JSON) is passed on with the status as its code.
     cloud.answer(
         "500 Internal Server Error",
         "text/html",
         "<html>oops</html>",
     );
-    cloud_error(&spec, &h, fresh(), 500, "500").await;
+    live.cloud_error(fresh(), 500, "500").await;
     // Neither a console nor an error: the gateway's 502, never the cloud's status.
     cloud.answer("302 Found", "text/html", "");
-    gateway_error(&spec, &h, fresh(), 502, "BMSGW.0303").await;
+    live.gateway_error(fresh(), 502, "BMSGW.0303").await;
     cloud.answer(
         "200 OK",
         json_type,
         r#"{"remote_console":{"url":"http://plain.example/"}}"#,
     );
-    gateway_error(&spec, &h, fresh(), 502, "BMSGW.0303").await;
+    live.gateway_error(fresh(), 502, "BMSGW.0303").await;
     // A cloud 401 is about the gateway's own credentials: 502, with the cloud's text hidden.
     cloud.answer(
         "401 Unauthorized",
         json_type,
         r#"{"error_code":"APIGW.0301","error_msg":"canonical request: secret"}"#,
     );
-    let answer = gateway_error(&spec, &h, fresh(), 502, "BMSGW.0304").await;
+    let answer = live.gateway_error(fresh(), 502, "BMSGW.0304").await;
     assert!(!answer.json()["error_msg"]
         .as_str()
         .unwrap()
@@ -745,22 +524,7 @@ async fn answers_the_simulator_never_gives_conform() {
 async fn the_admin_listener_conforms() {
     let spec = Spec::load();
     let h = Harness::start(contract_config()).await;
-    let admin = h.gateway.admin_addr;
-    let check = |request: &Request, answer: &Answer| {
-        let problems = spec.check(
-            Listener::Admin,
-            request.method,
-            &request.target,
-            answer,
-            Origin::Gateway,
-        );
-        assert!(
-            problems.is_empty(),
-            "{} {}: {problems:?}",
-            request.method,
-            request.target
-        );
-    };
+    let live = Live::admin(&spec, &h);
     for (method, target, status) in [
         ("GET", "/healthz", 200),
         ("GET", "/readyz", 200),
@@ -768,40 +532,27 @@ async fn the_admin_listener_conforms() {
         // Started from config text, so there is no file to re-read.
         ("POST", "/-/reload", 409),
     ] {
-        let request = Request::new(method, target);
-        let answer = exchange(admin, &request).await;
-        assert_eq!(answer.status, status, "{method} {target}");
-        check(&request, &answer);
+        live.expect(Request::new(method, target), status, None, Origin::Gateway)
+            .await;
     }
     // Other methods: 405 with Allow, as the admin tag and the reload operation describe.
-    let method_not_allowed = |name: &str| {
-        spec.resolve(&spec.doc()["components"]["responses"][name])
-            .clone()
-    };
     for (method, target, response, allow) in [
         ("POST", "/healthz", "AdminMethodNotAllowed", "GET, HEAD"),
         ("PUT", "/readyz", "AdminMethodNotAllowed", "GET, HEAD"),
         ("DELETE", "/metrics", "AdminMethodNotAllowed", "GET, HEAD"),
         ("GET", "/-/reload", "AdminReloadMethodNotAllowed", "POST"),
     ] {
-        let answer = exchange(admin, &Request::new(method, target)).await;
+        let answer = exchange(live.addr, &Request::new(method, target)).await;
         assert_eq!(answer.status, 405, "{method} {target}");
         assert_eq!(answer.header("allow"), Some(allow));
-        let problems = spec.check_response(
-            "405",
-            &method_not_allowed(response),
-            method,
-            &answer,
-            Origin::Gateway,
-        );
+        let documented = spec.resolve(&spec.doc()["components"]["responses"][response]);
+        let problems = spec.check_response("405", documented, method, &answer, Origin::Gateway);
         assert!(problems.is_empty(), "{method} {target}: {problems:?}");
     }
     // An unknown admin path is a 404 whatever the method.
     for method in ["GET", "POST"] {
-        assert_eq!(
-            exchange(admin, &Request::new(method, "/nope")).await.status,
-            404
-        );
+        let answer = exchange(live.addr, &Request::new(method, "/nope")).await;
+        assert_eq!(answer.status, 404, "{method} /nope");
     }
 }
 
@@ -999,4 +750,20 @@ fn the_spec_describes_this_version_and_its_listeners() {
         spec.doc()["paths"]["/healthz"]["servers"][0]["url"],
         format!("http://{}", config.server.admin_listen)
     );
+}
+
+#[test]
+fn every_gateway_code_is_in_the_readme_error_table() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    for error in GatewayError::catalogue() {
+        if let GatewayError::Upstream(_) = error {
+            continue;
+        }
+        let row = format!("| {} | `{}` |", error.status().as_u16(), error.code());
+        assert!(
+            readme.contains(&row),
+            "the README's error table lacks {row}"
+        );
+    }
 }
