@@ -72,11 +72,19 @@ async fn reload(reloader: &Reloader) -> Response<Full<Bytes>> {
     response
 }
 
+/// The read-only paths. An unknown path is a 404 whatever the method; a known one answers
+/// GET and HEAD only (405 with `Allow` otherwise, as RFC 9110 asks).
 pub fn handle<B>(state: &Arc<Gateway>, request: &Request<B>) -> Response<Full<Bytes>> {
-    if request.method() != Method::GET && request.method() != Method::HEAD {
-        return text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n");
+    let path = request.uri().path();
+    let known = matches!(path, "/metrics" | "/healthz" | "/readyz");
+    if known && request.method() != Method::GET && request.method() != Method::HEAD {
+        let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n");
+        response
+            .headers_mut()
+            .insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
+        return response;
     }
-    match request.uri().path() {
+    match path {
         "/metrics" => {
             state.verifier.update_gauges();
             let mut response = Response::new(Full::new(Bytes::from(state.metrics.render())));

@@ -10,6 +10,7 @@ use http::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{GatewayError, UpstreamError};
+use crate::strict_json::StrictJson;
 
 /// The only protocol and type the API accepts.
 pub const SERIAL: &str = "serial";
@@ -108,19 +109,6 @@ pub fn match_route(path: &str) -> RouteMatch {
     }
 }
 
-/// The body callers send: `{"remote_console":{"protocol":"serial","type":"serial"}}`.
-#[derive(Debug, Deserialize)]
-struct RemoteConsoleRequestBody {
-    remote_console: Option<RemoteConsoleRequestFields>,
-}
-
-#[derive(Debug, Deserialize)]
-struct RemoteConsoleRequestFields {
-    protocol: Option<serde_json::Value>,
-    #[serde(rename = "type")]
-    kind: Option<serde_json::Value>,
-}
-
 /// A validated request for a console: today only serial/serial exists.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ConsoleKind {
@@ -129,24 +117,44 @@ pub struct ConsoleKind {
 }
 
 /// Decodes and validates a request body, naming the field that is wrong.
+///
+/// The body is `{"remote_console":{"protocol":"serial","type":"serial"}}`; other members are
+/// ignored. Text that is not JSON, or repeats a key, is [`GatewayError::MalformedBody`]; JSON of
+/// any other shape (an array, a `remote_console` that is not an object, a value other than
+/// `"serial"`) is [`GatewayError::InvalidField`] naming the field.
 pub fn parse_request_body(body: &[u8]) -> Result<ConsoleKind, GatewayError> {
-    let parsed: RemoteConsoleRequestBody =
-        serde_json::from_slice(body).map_err(|_| GatewayError::MalformedBody)?;
-    let fields = parsed.remote_console.ok_or(GatewayError::InvalidField {
-        field: "remote_console",
-        reason: "is required",
-    })?;
-    check_serial(fields.protocol, "remote_console.protocol")?;
-    check_serial(fields.kind, "remote_console.type")?;
+    let StrictJson(body) = serde_json::from_slice(body).map_err(|_| GatewayError::MalformedBody)?;
+    if !body.is_object() {
+        return Err(GatewayError::InvalidField {
+            field: "remote_console",
+            reason: "is required (the body must be a JSON object)",
+        });
+    }
+    let fields = match body.get("remote_console") {
+        None | Some(serde_json::Value::Null) => Err(GatewayError::InvalidField {
+            field: "remote_console",
+            reason: "is required",
+        }),
+        Some(serde_json::Value::Object(fields)) => Ok(fields),
+        Some(_) => Err(GatewayError::InvalidField {
+            field: "remote_console",
+            reason: "must be an object",
+        }),
+    }?;
+    check_serial(fields.get("protocol"), "remote_console.protocol")?;
+    check_serial(fields.get("type"), "remote_console.type")?;
     Ok(ConsoleKind {
         protocol: SERIAL,
         kind: SERIAL,
     })
 }
 
-fn check_serial(value: Option<serde_json::Value>, field: &'static str) -> Result<(), GatewayError> {
+fn check_serial(
+    value: Option<&serde_json::Value>,
+    field: &'static str,
+) -> Result<(), GatewayError> {
     match value {
-        None => Err(GatewayError::InvalidField {
+        None | Some(serde_json::Value::Null) => Err(GatewayError::InvalidField {
             field,
             reason: "is required",
         }),
@@ -263,9 +271,14 @@ fn find_code_and_message(value: &serde_json::Value) -> Option<(String, String)> 
     ] {
         if let Some(code) = obj.get(code_key) {
             let code = match code {
-                serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::String(s) => s.trim().to_string(),
+                serde_json::Value::Null => String::new(),
                 other => other.to_string(),
             };
+            if code.is_empty() {
+                // No usable code here: the status number stands in (below).
+                continue;
+            }
             let message = obj
                 .get(msg_key)
                 .and_then(|m| m.as_str())
@@ -350,6 +363,39 @@ mod tests {
     }
 
     #[test]
+    fn only_the_documented_shape_is_accepted() {
+        let field_of = |body: &str| match parse_request_body(body.as_bytes()) {
+            Err(GatewayError::InvalidField { field, .. }) => field,
+            other => panic!("{body}: {other:?}"),
+        };
+        // serde's derived structs would take these arrays as the two fields, in order.
+        assert_eq!(field_of(r#"[["serial","serial"]]"#), "remote_console");
+        assert_eq!(
+            field_of(r#"{"remote_console":["serial","serial"]}"#),
+            "remote_console"
+        );
+        assert_eq!(field_of(r#"{"remote_console":5}"#), "remote_console");
+        assert_eq!(field_of("null"), "remote_console");
+        assert_eq!(field_of(r#"{"remote_console":null}"#), "remote_console");
+        assert_eq!(
+            field_of(r#"{"remote_console":{"protocol":null,"type":"serial"}}"#),
+            "remote_console.protocol"
+        );
+        assert_eq!(
+            parse_request_body(
+                br#"{"remote_console":{"protocol":"serial","type":"serial","protocol":"vnc"}}"#
+            )
+            .unwrap_err(),
+            GatewayError::MalformedBody,
+            "a repeated key could be read two ways"
+        );
+        assert!(parse_request_body(
+            br#"{"remote_console":{"protocol":"serial","type":"serial","extra":1},"x":[]}"#
+        )
+        .is_ok());
+    }
+
+    #[test]
     fn both_upstream_error_shapes_parse() {
         let nested = parse_upstream_error(
             StatusCode::BAD_REQUEST,
@@ -364,6 +410,11 @@ mod tests {
         assert_eq!(flat.code, "APIGW.0308");
         let html = parse_upstream_error(StatusCode::BAD_GATEWAY, b"<html>");
         assert_eq!(html.code, "502");
+        let empty = parse_upstream_error(
+            StatusCode::CONFLICT,
+            br#"{"error_code":" ","error_msg":"x"}"#,
+        );
+        assert_eq!(empty.code, "409", "an empty code is no code");
     }
 
     #[test]

@@ -122,8 +122,6 @@ pub enum GatewayError {
     UpstreamThrottled { retry_after_secs: u64 },
     #[error("upstream error {}", .0.code)]
     Upstream(UpstreamError),
-    #[error("not ready")]
-    NotReady,
     #[error("internal error")]
     Internal,
     #[error("request line too long")]
@@ -163,8 +161,7 @@ impl GatewayError {
             | GatewayError::UpstreamCredentialsRejected => StatusCode::BAD_GATEWAY,
             GatewayError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::Upstream(e) => e.status,
-            GatewayError::NotReady
-            | GatewayError::IamTokenUnavailable
+            GatewayError::IamTokenUnavailable
             | GatewayError::CredentialsPaused { .. }
             | GatewayError::BreakerOpen { .. }
             | GatewayError::UpstreamQuotaExhausted { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -197,7 +194,6 @@ impl GatewayError {
             GatewayError::UpstreamBadResponse => "BMSGW.0303",
             GatewayError::UpstreamCredentialsRejected => "BMSGW.0304",
             GatewayError::Upstream(e) => &e.code,
-            GatewayError::NotReady => "BMSGW.0501",
             GatewayError::Internal => "BMSGW.0500",
             GatewayError::RequestLineTooLong => "BMSGW.0701",
             GatewayError::SharedStoreUnavailable => "BMSGW.0601",
@@ -254,7 +250,6 @@ impl GatewayError {
                 "The BMS endpoint rejected the gateway's service credentials".into()
             }
             GatewayError::Upstream(e) => e.message.clone(),
-            GatewayError::NotReady => "The gateway is not ready".into(),
             GatewayError::Internal => "Internal error".into(),
             GatewayError::RequestLineTooLong => {
                 "Request line too long (see server.max_request_line_bytes)".into()
@@ -301,6 +296,90 @@ impl GatewayError {
         }
     }
 
+    /// One error of every kind, for the tests that check the README's error table and
+    /// `docs/openapi.yaml` cover them all. `Upstream` stands for every status the cloud can
+    /// answer with.
+    pub fn catalogue() -> Vec<GatewayError> {
+        let catalogue = vec![
+            GatewayError::NotFound,
+            GatewayError::MethodNotAllowed,
+            GatewayError::InvalidProjectId,
+            GatewayError::InvalidServerId,
+            GatewayError::BodyTooLarge,
+            GatewayError::UnsupportedMediaType,
+            GatewayError::MalformedBody,
+            GatewayError::InvalidField {
+                field: "remote_console",
+                reason: "is required",
+            },
+            GatewayError::BodyTimeout,
+            GatewayError::Unauthenticated(AuthFailure::Missing),
+            GatewayError::Forbidden,
+            GatewayError::RateLimited {
+                retry_after_secs: 1,
+            },
+            GatewayError::ProjectNotServed,
+            GatewayError::UpstreamUnreachable,
+            GatewayError::UpstreamTimeout,
+            GatewayError::UpstreamBadResponse,
+            GatewayError::UpstreamCredentialsRejected,
+            GatewayError::UpstreamThrottled {
+                retry_after_secs: 1,
+            },
+            GatewayError::Upstream(UpstreamError {
+                status: StatusCode::BAD_REQUEST,
+                code: "BMS.0395".into(),
+                message: "windows".into(),
+                request_id: None,
+            }),
+            GatewayError::Internal,
+            GatewayError::RequestLineTooLong,
+            GatewayError::SharedStoreUnavailable,
+            GatewayError::IamTokenUnavailable,
+            GatewayError::CredentialsPaused {
+                retry_after_secs: 1,
+            },
+            GatewayError::BreakerOpen {
+                retry_after_secs: 1,
+            },
+            GatewayError::UpstreamQuotaExhausted {
+                retry_after_secs: 1,
+            },
+        ];
+        // A new variant fails to compile here until it is listed above as well.
+        for error in &catalogue {
+            match error {
+                GatewayError::NotFound
+                | GatewayError::MethodNotAllowed
+                | GatewayError::InvalidProjectId
+                | GatewayError::InvalidServerId
+                | GatewayError::BodyTooLarge
+                | GatewayError::UnsupportedMediaType
+                | GatewayError::MalformedBody
+                | GatewayError::InvalidField { .. }
+                | GatewayError::BodyTimeout
+                | GatewayError::Unauthenticated(_)
+                | GatewayError::Forbidden
+                | GatewayError::RateLimited { .. }
+                | GatewayError::ProjectNotServed
+                | GatewayError::UpstreamUnreachable
+                | GatewayError::UpstreamTimeout
+                | GatewayError::UpstreamBadResponse
+                | GatewayError::UpstreamCredentialsRejected
+                | GatewayError::UpstreamThrottled { .. }
+                | GatewayError::Upstream(_)
+                | GatewayError::Internal
+                | GatewayError::RequestLineTooLong
+                | GatewayError::SharedStoreUnavailable
+                | GatewayError::IamTokenUnavailable
+                | GatewayError::CredentialsPaused { .. }
+                | GatewayError::BreakerOpen { .. }
+                | GatewayError::UpstreamQuotaExhausted { .. } => {}
+            }
+        }
+        catalogue
+    }
+
     /// A short, bounded label for the upstream-error metric, when this error came from upstream.
     pub fn upstream_kind(&self) -> Option<&'static str> {
         match self {
@@ -338,6 +417,20 @@ mod tests {
                 "{msg}"
             );
         }
+    }
+
+    #[test]
+    fn the_catalogue_holds_every_code_once() {
+        let codes: Vec<String> = GatewayError::catalogue()
+            .iter()
+            .filter(|e| !matches!(e, GatewayError::Upstream(_)))
+            .map(|e| e.code().to_string())
+            .collect();
+        let mut unique = codes.clone();
+        unique.sort();
+        unique.dedup();
+        // RateLimited and UpstreamThrottled share APIGW.0308; every other code is one kind's.
+        assert_eq!(unique.len(), codes.len() - 1, "{codes:?}");
     }
 
     #[test]

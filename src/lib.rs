@@ -22,6 +22,7 @@ pub mod server;
 pub mod shared;
 pub mod sim;
 pub mod state;
+pub mod strict_json;
 pub mod telemetry;
 pub mod tls;
 pub mod upstream;

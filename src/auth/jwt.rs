@@ -43,6 +43,7 @@ use crate::clock::SharedClock;
 use crate::config::{AuthConfig, ConfigIssue};
 use crate::error::AuthFailure;
 use crate::secret::SecretRef;
+use crate::strict_json::StrictJson;
 use crate::telemetry::Metrics;
 
 /// Key ids of the repository's public dev keys start with this; loading one logs a warning.
@@ -523,68 +524,6 @@ fn decode_json_object(part: &str) -> Result<Map<String, Value>, AuthFailure> {
     match serde_json::from_slice::<StrictJson>(&bytes) {
         Ok(StrictJson(Value::Object(map))) => Ok(map),
         _ => Err(AuthFailure::Malformed),
-    }
-}
-
-/// A JSON value whose objects, at any depth, hold each key once. `serde_json` would keep the
-/// last of two equal keys while another parser keeps the first; refusing them means every
-/// party reads the same claims.
-struct StrictJson(Value);
-
-impl<'de> serde::Deserialize<'de> for StrictJson {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(StrictVisitor).map(StrictJson)
-    }
-}
-
-struct StrictVisitor;
-
-impl<'de> serde::de::Visitor<'de> for StrictVisitor {
-    type Value = Value;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("a JSON value")
-    }
-    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
-        Ok(Value::Bool(v))
-    }
-    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
-        Ok(Value::from(v))
-    }
-    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
-        Ok(Value::from(v))
-    }
-    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
-        Ok(Value::from(v))
-    }
-    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
-        Ok(Value::String(v.to_string()))
-    }
-    fn visit_string<E>(self, v: String) -> Result<Value, E> {
-        Ok(Value::String(v))
-    }
-    fn visit_unit<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-    fn visit_none<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        let mut items = Vec::new();
-        while let Some(StrictJson(v)) = seq.next_element()? {
-            items.push(v);
-        }
-        Ok(Value::Array(items))
-    }
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let mut object = Map::new();
-        while let Some(key) = map.next_key::<String>()? {
-            let StrictJson(value) = map.next_value()?;
-            if object.insert(key, value).is_some() {
-                return Err(serde::de::Error::custom("duplicate key"));
-            }
-        }
-        Ok(Value::Object(object))
     }
 }
 

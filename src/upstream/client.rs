@@ -201,6 +201,17 @@ impl UpstreamClient {
                 upstream_request_id: request_id,
             });
         }
+        if !status.is_client_error() && !status.is_server_error() {
+            // A redirect or another 2xx is neither a console nor an error the caller could act
+            // on; passing its status on would answer the caller with it.
+            tracing::warn!(
+                account = %account.name,
+                upstream_request_id = request_id.as_deref().unwrap_or("-"),
+                status = status.as_u16(),
+                "the BMS API answered with a status that is neither success nor error"
+            );
+            return Err(GatewayError::UpstreamBadResponse);
+        }
         let error = bms::parse_upstream_error(status, &body);
         Err(classify_upstream_error(
             account,
