@@ -6,7 +6,7 @@
 //!
 //! Invariants:
 //! - an entry is never served once it is `ttl` old, measured on the injected clock from the
-//!   moment the cloud's answer arrived (moka's own TTL only reclaims memory);
+//!   moment the cloud's answer arrived (the map's sweeps only reclaim memory);
 //! - errors are never stored here: a failed fetch is shared with the callers waiting on it,
 //!   and the next request tries again. The one exception is [`NegativeCache`] below, which
 //!   remembers exactly two cloud answers that will not change soon (`BMS.0395` Windows server,
@@ -23,15 +23,16 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::hash::RandomState;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::future::{BoxFuture, FutureExt, Shared};
-use moka::sync::Cache;
 
 use crate::bms::ConsoleUrl;
 use crate::clock::SharedClock;
 use crate::error::{GatewayError, UpstreamError};
+use crate::expiring_map::ExpiringMap;
 use crate::shared::cache_tier::{Served, SharedCacheTier, Source};
 
 /// What a cached URL is keyed by. `user` is set only with `scope = "per-user"`.
@@ -50,14 +51,6 @@ pub struct Fetched {
     pub url: ConsoleUrl,
     /// The cloud's `X-Request-Id` for the call that produced this URL.
     pub upstream_request_id: Option<String>,
-}
-
-#[derive(Clone)]
-struct Entry {
-    fetched: Arc<Fetched>,
-    /// On the injected clock: the cloud's answer time plus the TTL, or, for a URL from
-    /// Redis, the time Redis drops it.
-    expires_at_nanos: u64,
 }
 
 /// How a request was served, for the `X-Cache` header and metrics.
@@ -106,7 +99,9 @@ type SharedFetch = Shared<BoxFuture<'static, Result<(Arc<Fetched>, Source), Gate
 
 struct Inner {
     /// `None` when the cache is off (TTL 0): requests still coalesce, nothing is kept.
-    entries: Option<Cache<CacheKey, Entry>>,
+    /// Key → URL, expiring (on the injected clock) at the cloud's answer time plus the TTL,
+    /// or, for a URL from Redis, when Redis drops it.
+    entries: Option<ExpiringMap<CacheKey, Arc<Fetched>, RandomState>>,
     ttl_nanos: u64,
     in_flight: Mutex<HashMap<CacheKey, SharedFetch>>,
     clock: SharedClock,
@@ -131,12 +126,7 @@ impl ConsoleCache {
         clock: SharedClock,
         shared_tier: Option<Arc<SharedCacheTier>>,
     ) -> ConsoleCache {
-        let entries = (!ttl.is_zero()).then(|| {
-            Cache::builder()
-                .max_capacity(max_entries)
-                .time_to_live(ttl)
-                .build()
-        });
+        let entries = (!ttl.is_zero()).then(|| ExpiringMap::new(max_entries, RandomState::new()));
         ConsoleCache {
             inner: Arc::new(Inner {
                 entries,
@@ -218,12 +208,12 @@ impl ConsoleCache {
             let mut in_flight = inner.in_flight.lock().unwrap_or_else(|e| e.into_inner());
             if let (Ok((fetched, _, lifetime)), Some(entries)) = (&result, &inner.entries) {
                 let lifetime = (lifetime.as_nanos() as u64).min(inner.ttl_nanos);
+                let now = inner.clock.monotonic_nanos();
                 entries.insert(
                     key.clone(),
-                    Entry {
-                        fetched: fetched.clone(),
-                        expires_at_nanos: inner.clock.monotonic_nanos().saturating_add(lifetime),
-                    },
+                    now.saturating_add(lifetime),
+                    fetched.clone(),
+                    now,
                 );
             }
             in_flight.remove(&key);
@@ -236,16 +226,13 @@ impl ConsoleCache {
 
     fn fresh(&self, key: &CacheKey) -> Option<Arc<Fetched>> {
         let entries = self.inner.entries.as_ref()?;
-        let entry = entries.get(key)?;
-        (self.inner.clock.monotonic_nanos() < entry.expires_at_nanos).then_some(entry.fetched)
+        let (expires_at, fetched) = entries.get(key)?;
+        (self.inner.clock.monotonic_nanos() < expires_at).then_some(fetched)
     }
 
-    /// URLs currently held (approximate).
+    /// URLs currently held (expired ones count until they are swept).
     pub fn len(&self) -> u64 {
-        self.inner.entries.as_ref().map_or(0, |e| {
-            e.run_pending_tasks();
-            e.entry_count()
-        })
+        self.inner.entries.as_ref().map_or(0, |e| e.len() as u64)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -259,16 +246,11 @@ impl ConsoleCache {
 /// pipeline marks it `X-Cache: hit`. Every other error is never remembered. Ages are measured
 /// on the injected clock; `Cache-Control: no-cache` skips the lookup.
 pub struct NegativeCache {
-    entries: Option<Cache<(String, String), NegativeEntry>>,
+    /// (project, server) → the answer, expiring at its own code's time.
+    entries: Option<ExpiringMap<(String, String), UpstreamError, RandomState>>,
     windows_nanos: u64,
     not_found_nanos: u64,
     clock: SharedClock,
-}
-
-#[derive(Clone)]
-struct NegativeEntry {
-    error: UpstreamError,
-    stored_at_nanos: u64,
 }
 
 impl NegativeCache {
@@ -279,12 +261,8 @@ impl NegativeCache {
         clock: SharedClock,
     ) -> NegativeCache {
         let longest = windows.max(not_found);
-        let entries = (!longest.is_zero()).then(|| {
-            Cache::builder()
-                .max_capacity(max_entries.max(1))
-                .time_to_live(longest)
-                .build()
-        });
+        let entries =
+            (!longest.is_zero()).then(|| ExpiringMap::new(max_entries, RandomState::new()));
         NegativeCache {
             entries,
             windows_nanos: windows.as_nanos() as u64,
@@ -304,30 +282,27 @@ impl NegativeCache {
     /// Stores `error` if it is one of the two remembered answers.
     pub fn remember(&self, project: &str, server: &str, error: &UpstreamError) {
         let Some(entries) = &self.entries else { return };
-        if self.ttl_nanos(&error.code) == 0 {
+        let ttl = self.ttl_nanos(&error.code);
+        if ttl == 0 {
             return;
         }
         let mut error = error.clone();
         // The cloud's request id belongs to the call that produced it, not to later answers.
         error.request_id = None;
+        let now = self.clock.monotonic_nanos();
         entries.insert(
             (project.to_string(), server.to_string()),
-            NegativeEntry {
-                error,
-                stored_at_nanos: self.clock.monotonic_nanos(),
-            },
+            now.saturating_add(ttl),
+            error,
+            now,
         );
     }
 
     /// The remembered answer for a server, while it is young enough.
     pub fn get(&self, project: &str, server: &str) -> Option<UpstreamError> {
         let entries = self.entries.as_ref()?;
-        let entry = entries.get(&(project.to_string(), server.to_string()))?;
-        let age = self
-            .clock
-            .monotonic_nanos()
-            .saturating_sub(entry.stored_at_nanos);
-        (age < self.ttl_nanos(&entry.error.code)).then_some(entry.error)
+        let (expires_at, error) = entries.get(&(project.to_string(), server.to_string()))?;
+        (self.clock.monotonic_nanos() < expires_at).then_some(error)
     }
 }
 

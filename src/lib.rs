@@ -12,6 +12,7 @@ pub mod cache;
 pub mod clock;
 pub mod config;
 pub mod error;
+pub mod expiring_map;
 pub mod hex;
 pub mod mint;
 pub mod pipeline;

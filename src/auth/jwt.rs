@@ -38,7 +38,7 @@ use serde_json::{Map, Value};
 
 use crate::auth::jwks::{RefreshTask, RemoteJwks};
 use crate::auth::keys::{self, KeySet, VerifyKey};
-use crate::auth::token_cache::TokenStore;
+use crate::auth::token_cache::{token_store, TokenStore};
 use crate::clock::SharedClock;
 use crate::config::{AuthConfig, ConfigIssue};
 use crate::error::AuthFailure;
@@ -98,6 +98,11 @@ struct VerifiedToken {
     caller: Caller,
     /// The key epoch it was verified under; any key-set change since makes it stale.
     key_epoch: u64,
+}
+
+/// Unix seconds as the token store counts them (before 1970 is 0).
+fn unix_seconds_u64(seconds: i64) -> u64 {
+    u64::try_from(seconds).unwrap_or(0)
 }
 
 /// Verifies tokens against every configured issuer.
@@ -241,8 +246,8 @@ impl Verifier {
         if !issues.is_empty() {
             return Err(issues);
         }
-        let cache = (auth.token_cache_max_entries > 0)
-            .then(|| TokenStore::new(auth.token_cache_max_entries));
+        let cache =
+            (auth.token_cache_max_entries > 0).then(|| token_store(auth.token_cache_max_entries));
         Ok(Verifier {
             issuers,
             subject_claim: auth.subject_claim.clone(),
@@ -312,9 +317,9 @@ impl Verifier {
         let mut key = [0u8; 32];
         key.copy_from_slice(digest.as_ref());
         let epoch = self.key_epoch.load(Ordering::Acquire);
-        if let Some((accept_until, hit)) = cache.get(&key) {
+        if let Some((rejected_from, hit)) = cache.get(&key) {
             if hit.key_epoch == epoch {
-                if self.clock.unix_seconds() > accept_until {
+                if unix_seconds_u64(self.clock.unix_seconds()) >= rejected_from {
                     cache.remove(&key);
                     return Err(AuthFailure::Expired);
                 }
@@ -333,12 +338,13 @@ impl Verifier {
         if self.key_epoch.load(Ordering::Acquire) == epoch {
             cache.insert(
                 key,
-                accept_until,
+                // The first second it is refused.
+                unix_seconds_u64(accept_until.saturating_add(1)),
                 Arc::new(VerifiedToken {
                     caller: caller.clone(),
                     key_epoch: epoch,
                 }),
-                self.clock.unix_seconds(),
+                unix_seconds_u64(self.clock.unix_seconds()),
             );
         } else {
             // The keys changed while this token was checked: forget everything verified before.

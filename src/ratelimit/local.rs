@@ -1,61 +1,35 @@
 //! Rate-limit state held in this process.
 //!
-//! One GCRA TAT (a `u64` of nanoseconds) per user and tier, in a sharded hash map keyed by a
-//! 64-bit keyed hash of the user-and-tier key: sixteen bytes of payload per tracked user, so a
-//! million users cost tens of MiB, not hundreds. The hash is SipHash under a random per-process
-//! key, so a caller cannot choose names that collide (two users sharing a bucket would need a
-//! 64-bit collision: about one chance in 2^25 among a million active users).
+//! One GCRA TAT (nanoseconds on the injected clock) per user and tier, in an [`ExpiringMap`]
+//! keyed by a 64-bit keyed hash of the user-and-tier key: sixteen bytes of payload per tracked
+//! user, so a million users cost tens of MiB, not hundreds. The hash is SipHash under a random
+//! per-process key, so a caller cannot choose names that collide (two users sharing a bucket
+//! would need a 64-bit collision: about one chance in 2^25 among a million active users).
 //!
 //! A TAT in the past decides exactly as an absent entry does (the bucket is full again), so
-//! such entries are swept out whenever a shard has doubled since its last sweep: forgetting
-//! costs no accuracy. When a shard is full of active users, a quarter of it is forgotten, which
-//! can only make the limit more generous for those users, never stricter. The decision itself
-//! uses the injected clock.
+//! the TAT is also the entry's expiry: the map sweeps such users out and forgetting them costs
+//! no accuracy. Beyond `max_users` live users some are forgotten, which can only make the
+//! limit more generous for them, never stricter.
 
-use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
-use std::sync::Mutex;
 
 use crate::clock::SharedClock;
+use crate::expiring_map::ExpiringMap;
 use crate::ratelimit::gcra::{self, Outcome, Quota};
-
-const SHARDS: usize = 16;
-/// A shard is not swept before it holds this many users (sweeping tiny maps is pure cost).
-const MIN_SWEEP_LEN: usize = 1024;
 
 /// Per-process limiter.
 pub struct LocalLimiter {
-    shards: Box<[Mutex<Shard>]>,
+    tats: ExpiringMap<u64, (), BuildHasherDefault<AlreadyHashed>>,
     hasher: RandomState,
     clock: SharedClock,
-}
-
-/// One shard: user hash → TAT.
-struct Shard {
-    tats: HashMap<u64, u64, BuildHasherDefault<AlreadyHashed>>,
-    /// Sweep when the shard grows past this many users.
-    sweep_at: usize,
-    max_users: usize,
 }
 
 impl LocalLimiter {
     /// `max_users` caps memory even under a flood of distinct users (see the module docs for
     /// what happens beyond it).
     pub fn new(clock: SharedClock, max_users: u64) -> LocalLimiter {
-        let per_shard = usize::try_from(max_users / SHARDS as u64)
-            .unwrap_or(usize::MAX)
-            .max(1);
-        let shards = (0..SHARDS)
-            .map(|_| {
-                Mutex::new(Shard {
-                    tats: HashMap::default(),
-                    sweep_at: MIN_SWEEP_LEN.min(per_shard),
-                    max_users: per_shard,
-                })
-            })
-            .collect();
         LocalLimiter {
-            shards,
+            tats: ExpiringMap::new(max_users, BuildHasherDefault::default()),
             hasher: RandomState::new(),
             clock,
         }
@@ -63,49 +37,17 @@ impl LocalLimiter {
 
     /// Decides one request for `key` (user and tier) under `quota`.
     pub fn check(&self, key: &str, quota: Quota) -> Outcome {
-        let hash = self.hasher.hash_one(key);
-        // Middle bits pick the shard: the map itself uses the low bits (bucket) and the top
-        // seven (control byte), which must stay random within a shard.
-        let shard = &self.shards[(hash >> 32) as usize % SHARDS];
         let now = self.clock.monotonic_nanos();
-        let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
-        let tat = shard.tats.get(&hash).copied().unwrap_or(0);
-        let (outcome, next) = gcra::decide(tat, now, quota);
-        if next != tat {
-            shard.tats.insert(hash, next);
-            if shard.tats.len() > shard.sweep_at {
-                shard.sweep(now);
-            }
-        }
-        outcome
+        self.tats.update(self.hasher.hash_one(key), now, |tat| {
+            let tat = tat.unwrap_or(0);
+            let (outcome, next) = gcra::decide(tat, now, quota);
+            (outcome, (next != tat).then_some(next))
+        })
     }
 
     /// Users currently tracked (for tests and metrics).
     pub fn tracked_users(&self) -> u64 {
-        self.shards
-            .iter()
-            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).tats.len() as u64)
-            .sum()
-    }
-}
-
-impl Shard {
-    /// Drops every user whose bucket is full again; if the shard is still full, forgets a
-    /// quarter of it. Runs once per doubling, so its cost is constant per request on average.
-    fn sweep(&mut self, now: u64) {
-        self.tats.retain(|_, tat| *tat > now);
-        if self.tats.len() >= self.max_users {
-            let mut keep = self.max_users - self.max_users / 4;
-            self.tats.retain(|_, _| {
-                keep = keep.saturating_sub(1);
-                keep > 0
-            });
-        }
-        let len = self.tats.len();
-        self.sweep_at = (len * 2)
-            .max(MIN_SWEEP_LEN)
-            .min(self.max_users)
-            .max(len + 1);
+        self.tats.len() as u64
     }
 }
 

@@ -1,0 +1,179 @@
+//! A bounded, sharded hash map whose entries each carry the instant they stop mattering: the
+//! store behind the rate limiter (user → TAT), the verified-token cache (digest → caller) and
+//! the console-URL cache (server → URL).
+//!
+//! Sixteen mutex-guarded shards keep lookups short and uncontended. Nothing runs in the
+//! background: entries at or past their instant are swept out whenever a shard has doubled
+//! since its last sweep, so the cost per insert stays constant on average. A shard full of
+//! live entries forgets a quarter of them; every user of this map is a cache or a limiter
+//! for which forgetting is safe (a cache refetches, a limiter forgets in the caller's favour).
+//! Time is whatever unit the owner uses, passed in, so tests can drive it.
+
+use std::borrow::Borrow;
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash};
+use std::sync::{Mutex, MutexGuard};
+
+const SHARDS: usize = 16;
+/// A shard is not swept before it holds this many entries (sweeping tiny maps is pure cost).
+const MIN_SWEEP_LEN: usize = 1024;
+
+pub struct ExpiringMap<K, V, S> {
+    shards: Box<[Mutex<Shard<K, V, S>>]>,
+    hasher: S,
+}
+
+struct Shard<K, V, S> {
+    /// Key → (the instant it stops mattering, value).
+    entries: HashMap<K, (u64, V), S>,
+    sweep_at: usize,
+    max_entries: usize,
+}
+
+impl<K: Hash + Eq, V, S: BuildHasher + Clone> ExpiringMap<K, V, S> {
+    /// Holds at most about `max_entries` entries (at least one per shard).
+    pub fn new(max_entries: u64, hasher: S) -> ExpiringMap<K, V, S> {
+        let per_shard = usize::try_from(max_entries / SHARDS as u64)
+            .unwrap_or(usize::MAX)
+            .max(1);
+        let shards = (0..SHARDS)
+            .map(|_| {
+                Mutex::new(Shard {
+                    entries: HashMap::with_hasher(hasher.clone()),
+                    sweep_at: MIN_SWEEP_LEN.min(per_shard),
+                    max_entries: per_shard,
+                })
+            })
+            .collect();
+        ExpiringMap { shards, hasher }
+    }
+
+    /// The entry for `key` and its instant, however old (the caller decides what is fresh).
+    pub fn get<Q>(&self, key: &Q) -> Option<(u64, V)>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+        V: Clone,
+    {
+        self.shard(key).entries.get(key).cloned()
+    }
+
+    /// Stores `value` for `key` until `expires_at`; `now` drives the sweep.
+    pub fn insert(&self, key: K, expires_at: u64, value: V, now: u64) {
+        let mut shard = self.shard(&key);
+        shard.entries.insert(key, (expires_at, value));
+        shard.sweep_if_grown(now);
+    }
+
+    /// Reads and rewrites the instant of `key` under its shard's lock: `decide` gets the current
+    /// instant (`None` when absent) and returns its answer and the instant to store, if any.
+    pub fn update<R>(
+        &self,
+        key: K,
+        now: u64,
+        decide: impl FnOnce(Option<u64>) -> (R, Option<u64>),
+    ) -> R
+    where
+        V: Default,
+    {
+        let mut shard = self.shard(&key);
+        let (answer, store) = decide(shard.entries.get(&key).map(|(at, _)| *at));
+        if let Some(expires_at) = store {
+            shard.entries.insert(key, (expires_at, V::default()));
+            shard.sweep_if_grown(now);
+        }
+        answer
+    }
+
+    pub fn remove<Q>(&self, key: &Q)
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.shard(key).entries.remove(key);
+    }
+
+    pub fn clear(&self) {
+        for shard in self.shards.iter() {
+            lock(shard).entries.clear();
+        }
+    }
+
+    /// Entries held, live or not yet swept.
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| lock(s).entries.len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn shard<Q: Hash + ?Sized>(&self, key: &Q) -> MutexGuard<'_, Shard<K, V, S>> {
+        // Middle bits pick the shard: the map inside uses the low bits (bucket) and the top
+        // seven (control byte), which must stay varied within a shard.
+        let hash = self.hasher.hash_one(key);
+        lock(&self.shards[(hash >> 32) as usize % SHARDS])
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl<K: Hash + Eq, V, S: BuildHasher> Shard<K, V, S> {
+    fn sweep_if_grown(&mut self, now: u64) {
+        if self.entries.len() <= self.sweep_at {
+            return;
+        }
+        self.entries.retain(|_, (expires_at, _)| *expires_at > now);
+        if self.entries.len() >= self.max_entries {
+            let mut keep = self.max_entries - self.max_entries / 4;
+            self.entries.retain(|_, _| {
+                keep = keep.saturating_sub(1);
+                keep > 0
+            });
+        }
+        let len = self.entries.len();
+        self.sweep_at = (len * 2)
+            .max(MIN_SWEEP_LEN)
+            .min(self.max_entries)
+            .max(len + 1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::hash::RandomState;
+
+    use super::*;
+
+    #[test]
+    fn entries_are_found_updated_removed_and_cleared() {
+        let map = ExpiringMap::new(1000, RandomState::new());
+        map.insert("a".to_string(), 100, 1, 0);
+        assert_eq!(map.get("a"), Some((100, 1)));
+        assert_eq!(map.get("b"), None);
+        let seen = map.update("b".to_string(), 0, |at| (at, Some(7)));
+        assert_eq!(seen, None);
+        assert_eq!(map.get("b"), Some((7, 0)));
+        map.remove("a");
+        assert_eq!(map.get("a"), None);
+        map.clear();
+        assert!(map.is_empty());
+    }
+
+    #[test]
+    fn expired_entries_are_swept_and_the_size_stays_bounded() {
+        let map = ExpiringMap::new(16_000, RandomState::new());
+        for i in 0..20_000u32 {
+            map.insert(i, 10, (), 0);
+        }
+        assert!(map.len() <= 16_000, "{}", map.len());
+        // At their instant, the old entries go at the next sweeps.
+        for i in 20_000..40_000u32 {
+            map.insert(i, 100, (), 10);
+        }
+        assert!((0..20_000u32).filter(|i| map.get(i).is_some()).count() < 2_000);
+        assert!(map.len() <= 16_000, "{}", map.len());
+    }
+}
