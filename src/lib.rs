@@ -14,6 +14,8 @@ pub mod config;
 pub mod error;
 pub mod expiring_map;
 pub mod hex;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod mint;
 pub mod pipeline;
 pub mod ratelimit;
