@@ -140,6 +140,7 @@ def jwt_seeds():
     write(t, "raw-eddsa", sign_jwt({"alg": "EdDSA", "kid": "ed"}, dev_claims()))
     write(t, "raw-hs256-audience-list", sign_jwt(hs, hs_claims))
     write(t, "raw-expired", sign_jwt(es, dev_claims(iat=FUZZ_NOW - 7200, exp=FUZZ_NOW - 3600)))
+    write(t, "raw-over-size-cap", sign_jwt(es, dev_claims(pad="p" * 8200)))
     write(t, "raw-two-parts", ".".join(sign_jwt(es, dev_claims()).split(".")[:2]))
     none_header = b64(b'{"alg":"none"}')
     write(t, "raw-alg-none", f"{none_header}.{b64(compact(dev_claims()).encode())}.")

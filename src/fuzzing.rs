@@ -31,14 +31,18 @@ use crate::clock::Clock;
 use crate::config::{AuthConfig, Config};
 use crate::error::{AuthFailure, GatewayError, UpstreamError};
 use crate::pipeline::{self, RequestContext, MAX_BODY_BYTES};
+use crate::ratelimit::gcra::{self, Quota};
 use crate::secret::Secret;
 use crate::telemetry::Metrics;
 use crate::upstream::iam;
 use crate::upstream::signer::{self, SigningRequest};
 
+/// A harness body: arbitrary bytes in, a panic on a finding.
+pub type Harness = fn(&[u8]);
+
 /// Every target: its name (the file in `fuzz/fuzz_targets/` and the folder under
 /// `fuzz/corpus/` and `fuzz/regressions/`) and its body.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Harness)] = &[
     ("request_parse", request_parse),
     ("jwt_verify", jwt_verify),
     ("upstream_response", upstream_response),
@@ -49,14 +53,14 @@ pub const TARGETS: &[(&str, fn(&[u8]))] = &[
 /// An HTTP/1-like message: the start line, then `Name: value` lines up to the first empty
 /// line (`\r\n` or `\n`), then the body. A header line without `:` is a name with an empty
 /// value. Values keep their spaces: trimming is the code under test's job.
-pub struct Message<'a> {
-    pub start: String,
-    pub headers: Vec<(String, String)>,
-    pub body: &'a [u8],
+struct Message<'a> {
+    start: String,
+    headers: Vec<(String, String)>,
+    body: &'a [u8],
 }
 
 impl Message<'_> {
-    pub fn parse(data: &[u8]) -> Message<'_> {
+    fn parse(data: &[u8]) -> Message<'_> {
         let mut lines = Vec::new();
         let mut rest = data;
         let mut body: &[u8] = &[];
@@ -115,7 +119,8 @@ pub fn request_parse(data: &[u8]) {
     for (name, value) in &message.headers {
         if let (Ok(name), Ok(value)) = (
             HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_str(value.trim()),
+            // hyper passes on any byte but control characters (obs-text included).
+            HeaderValue::from_bytes(value.trim().as_bytes()),
         ) {
             builder = builder.header(name, value);
         }
@@ -443,12 +448,13 @@ pub fn upstream_response(data: &[u8]) {
 
 /// `config_parse`: a config file's text through TOML syntax, the typed structs (unknown keys
 /// refused) and every validation that needs no other file ([`Config::from_toml_str`]), then
-/// the policy compiled from an accepted config and asked one question. Key files, secret
+/// the policy compiled from an accepted config and asked one question, and each rate-limit
+/// tier turned into a GCRA quota. Key files, secret
 /// references and JWKS URLs are resolved only when the gateway is built, which is not fuzzed
 /// (the base directory given does not exist).
 ///
 /// Invariants: a refused config names at least one problem, each with a key path; an
-/// accepted one has an account and a policy rule.
+/// accepted one has an account and a policy rule, and each of its tiers admits a new user.
 pub fn config_parse(data: &[u8]) {
     // `Config::load` refuses a file that is not UTF-8 before parsing.
     let Ok(text) = std::str::from_utf8(data) else {
@@ -473,6 +479,15 @@ pub fn config_parse(data: &[u8]) {
                 expires_at: FUZZ_NOW,
             };
             let _ = policy.decide_with_client_cert(&caller, Some("CN=fuzz"), &target);
+            let tiers = std::iter::once(config.rate_limit.default_tier())
+                .chain(config.rate_limit.tiers.values().cloned());
+            for tier in tiers {
+                let (outcome, _) = gcra::decide(0, FUZZ_NOW as u64, Quota::from_tier(&tier));
+                assert!(
+                    outcome.allowed,
+                    "every valid tier admits a new user's first request"
+                );
+            }
         }
         Err(error) => {
             assert!(!error.issues.is_empty(), "a refused config names a problem");

@@ -7,7 +7,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
 use bms_console_gateway::error::AuthFailure;
-use bms_console_gateway::fuzzing::{self, TARGETS};
+use bms_console_gateway::fuzzing::{self, Harness, TARGETS};
 
 fn fuzz_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz")
@@ -28,7 +28,7 @@ fn inputs(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
-fn harness(target: &str) -> fn(&[u8]) {
+fn harness(target: &str) -> Harness {
     TARGETS
         .iter()
         .find(|(name, _)| *name == target)

@@ -267,8 +267,7 @@ impl Verifier {
     /// A verifier over keys already in memory, one [`KeySet`] per `auth.issuers` entry in
     /// order, with no files read and no remote key sets (`jwks_url`/`discovery` are ignored).
     /// For the fuzz harness (`crate::fuzzing`), which must not depend on files or a network.
-    #[doc(hidden)]
-    pub fn with_local_keys(
+    pub(crate) fn with_local_keys(
         auth: &AuthConfig,
         keys: Vec<KeySet>,
         clock: SharedClock,

@@ -292,7 +292,7 @@ impl IamTokenSource {
 
 /// The `token.expires_at` (RFC 3339) of a successful IAM answer, in Unix seconds. The error
 /// names what is wrong and never quotes the body.
-pub fn token_expiry(body: &[u8]) -> Result<i64, &'static str> {
+pub(crate) fn token_expiry(body: &[u8]) -> Result<i64, &'static str> {
     let parsed: serde_json::Value =
         serde_json::from_slice(body).map_err(|_| "IAM answer is not JSON")?;
     Ok(parsed["token"]["expires_at"]
