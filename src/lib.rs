@@ -13,9 +13,9 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod expiring_map;
-pub mod hex;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod hex;
 pub mod mint;
 pub mod pipeline;
 pub mod ratelimit;
