@@ -235,6 +235,9 @@ pub fn parse_upstream_success(body: &[u8]) -> Result<ConsoleUrl, GatewayError> {
     Ok(ConsoleUrl(url))
 }
 
+/// Longest upstream error code passed on to callers.
+const MAX_UPSTREAM_CODE: usize = 64;
+
 /// Longest upstream error message passed on to callers.
 const MAX_UPSTREAM_MESSAGE: usize = 512;
 
@@ -254,9 +257,13 @@ pub fn parse_upstream_error(status: StatusCode, body: &[u8]) -> UpstreamError {
                 .to_string(),
         ),
     };
+    // Trimmed again after the cut: a code cut just after a space would otherwise be re-sent
+    // with a trailing space, and read back (by us or by a caller) as a different code.
+    let mut code = truncate(code, MAX_UPSTREAM_CODE);
+    code.truncate(code.trim_end().len());
     UpstreamError {
         status,
-        code: truncate(code, 64),
+        code,
         message: truncate(message, MAX_UPSTREAM_MESSAGE),
         request_id: None,
     }
@@ -415,6 +422,20 @@ mod tests {
             br#"{"error_code":" ","error_msg":"x"}"#,
         );
         assert_eq!(empty.code, "409", "an empty code is no code");
+    }
+
+    /// Found by the `upstream_response` fuzz target
+    /// (`fuzz/regressions/upstream_response/code-cut-at-64-bytes-ends-in-space`): a long code
+    /// cut at 64 bytes right after a space was re-sent with the space, and read back without.
+    #[test]
+    fn a_code_cut_to_length_does_not_end_in_whitespace() {
+        let code = format!("IAM.{} tail", "x".repeat(59));
+        let body = serde_json::json!({"error_code": code, "error_msg": "m"}).to_string();
+        let parsed = parse_upstream_error(StatusCode::BAD_REQUEST, body.as_bytes());
+        assert_eq!(parsed.code, format!("IAM.{}", "x".repeat(59)));
+        let resent = GatewayError::Upstream(parsed.clone()).body("r");
+        let again = parse_upstream_error(StatusCode::BAD_REQUEST, &resent);
+        assert_eq!(again.code, parsed.code);
     }
 
     #[test]

@@ -13,6 +13,8 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod expiring_map;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hex;
 pub mod mint;
 pub mod pipeline;

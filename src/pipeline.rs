@@ -62,7 +62,7 @@ pub struct RequestContext {
 }
 
 impl RequestContext {
-    fn new(request_id: String) -> RequestContext {
+    pub(crate) fn new(request_id: String) -> RequestContext {
         RequestContext {
             request_id,
             started: Instant::now(),
@@ -133,9 +133,27 @@ async fn parse(
     body: Incoming,
     ctx: &mut RequestContext,
 ) -> Result<Parsed, GatewayError> {
+    let target = check_head(head, state.max_request_line_bytes, ctx)?;
+    let bytes = read_body(body, state.body_read_timeout).await?;
+    let kind = bms::parse_request_body(&bytes)?;
+    Ok(Parsed {
+        target,
+        kind,
+        force_refresh: wants_no_cache(&head.headers),
+    })
+}
+
+/// The part of phase 1 that needs only the request head, in the documented order: request
+/// line length, route, method, path parameters, content type, declared body size. Records
+/// the route and target in `ctx` as soon as they are known.
+pub(crate) fn check_head(
+    head: &http::request::Parts,
+    max_request_line_bytes: usize,
+    ctx: &mut RequestContext,
+) -> Result<ConsoleTarget, GatewayError> {
     // HTTP/1's request line, or HTTP/2's method and :path: `METHOD SP target SP HTTP/1.1`.
     let request_line = head.method.as_str().len() + 1 + request_target_len(&head.uri) + 9;
-    if request_line > state.max_request_line_bytes {
+    if request_line > max_request_line_bytes {
         return Err(GatewayError::RequestLineTooLong);
     }
     let target = match bms::match_route(head.uri.path()) {
@@ -162,13 +180,7 @@ async fn parse(
         // Refused from the header alone: the rest of the body is never read.
         return Err(GatewayError::BodyTooLarge);
     }
-    let bytes = read_body(body, state.body_read_timeout).await?;
-    let kind = bms::parse_request_body(&bytes)?;
-    Ok(Parsed {
-        target,
-        kind,
-        force_refresh: wants_no_cache(&head.headers),
-    })
+    Ok(target)
 }
 
 /// The length of the request target as sent (origin or absolute form), without formatting it.
@@ -197,7 +209,7 @@ fn is_json_content_type(value: Option<&HeaderValue>) -> bool {
     media_type.eq_ignore_ascii_case("application/json")
 }
 
-fn wants_no_cache(headers: &HeaderMap) -> bool {
+pub(crate) fn wants_no_cache(headers: &HeaderMap) -> bool {
     headers
         .get_all(header::CACHE_CONTROL)
         .iter()
@@ -233,7 +245,7 @@ async fn authenticate(
     }
 }
 
-fn bearer_token(headers: &HeaderMap) -> Result<&str, AuthFailure> {
+pub(crate) fn bearer_token(headers: &HeaderMap) -> Result<&str, AuthFailure> {
     let mut values = headers.get_all(header::AUTHORIZATION).iter();
     let value = values.next().ok_or(AuthFailure::Missing)?;
     if values.next().is_some() {
@@ -551,7 +563,7 @@ fn record(
 
 /// Keeps the caller's `X-Request-Id` when it is a sane token (1–128 visible ASCII characters),
 /// else makes a new one.
-fn request_id(headers: &HeaderMap) -> String {
+pub(crate) fn request_id(headers: &HeaderMap) -> String {
     headers
         .get("x-request-id")
         .map(HeaderValue::as_bytes)

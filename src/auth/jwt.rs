@@ -40,7 +40,7 @@ use crate::auth::jwks::{RefreshTask, RemoteJwks};
 use crate::auth::keys::{self, KeySet, VerifyKey};
 use crate::auth::token_cache::{token_store, TokenStore};
 use crate::clock::SharedClock;
-use crate::config::{AuthConfig, ConfigIssue};
+use crate::config::{AuthConfig, ConfigIssue, IssuerConfig};
 use crate::error::AuthFailure;
 use crate::secret::SecretRef;
 use crate::strict_json::StrictJson;
@@ -84,6 +84,25 @@ struct Issuer {
 }
 
 impl Issuer {
+    fn new(
+        cfg: &IssuerConfig,
+        config_key: String,
+        algorithms: Vec<Algorithm>,
+        local_keys: KeySet,
+        remote: Option<Arc<RemoteJwks>>,
+    ) -> Issuer {
+        Issuer {
+            name: Arc::from(cfg.name.as_str()),
+            config_key,
+            audiences: cfg.audiences.clone(),
+            algorithms,
+            leeway: cfg.leeway_seconds as i64,
+            max_lifetime: cfg.max_token_lifetime_seconds.min(i64::MAX as u64) as i64,
+            local_keys,
+            remote,
+        }
+    }
+
     fn candidates(&self, kid: Option<&str>, alg: Algorithm) -> Vec<VerifyKey> {
         let mut found: Vec<VerifyKey> = self.local_keys.candidates(kid, alg).cloned().collect();
         if let Some(remote) = &self.remote {
@@ -91,6 +110,16 @@ impl Issuer {
         }
         found
     }
+}
+
+/// The issuer's allow-list as algorithms; names that do not parse are left out (config
+/// validation reports them).
+fn allowed_algorithms(cfg: &IssuerConfig) -> Vec<Algorithm> {
+    let with_secret = cfg.hmac_secret.is_some();
+    cfg.algorithms
+        .iter()
+        .filter_map(|a| keys::parse_algorithm(a, with_secret).ok())
+        .collect()
 }
 
 /// A token that passed every check, remembered by the hash of the token.
@@ -142,12 +171,7 @@ impl Verifier {
         let key_epoch = Arc::new(AtomicU64::new(0));
         for (i, cfg) in auth.issuers.iter().enumerate() {
             let key_path = format!("auth.issuers[{i}]");
-            let with_secret = cfg.hmac_secret.is_some();
-            let algorithms: Vec<Algorithm> = cfg
-                .algorithms
-                .iter()
-                .filter_map(|a| keys::parse_algorithm(a, with_secret).ok())
-                .collect();
+            let algorithms = allowed_algorithms(cfg);
             let mut loaded = Vec::new();
             if let Some(file) = &cfg.jwks_file {
                 match keys::load_jwks_file(&base_dir.join(file)) {
@@ -231,24 +255,53 @@ impl Verifier {
             }
             issuers.insert(
                 cfg.issuer.clone(),
-                Issuer {
-                    name: Arc::from(cfg.name.as_str()),
-                    config_key: key_path,
-                    audiences: cfg.audiences.clone(),
-                    algorithms,
-                    leeway: cfg.leeway_seconds as i64,
-                    max_lifetime: cfg.max_token_lifetime_seconds.min(i64::MAX as u64) as i64,
-                    local_keys: KeySet::new(all),
-                    remote,
-                },
+                Issuer::new(cfg, key_path, algorithms, KeySet::new(all), remote),
             );
         }
         if !issues.is_empty() {
             return Err(issues);
         }
+        Ok(Verifier::assemble(auth, issuers, clock, metrics, key_epoch))
+    }
+
+    /// A verifier over keys already in memory, one [`KeySet`] per `auth.issuers` entry in
+    /// order, with no files read and no remote key sets (`jwks_url`/`discovery` are ignored).
+    /// For the fuzz harness (`crate::fuzzing`), which must not depend on files or a network.
+    pub(crate) fn with_local_keys(
+        auth: &AuthConfig,
+        keys: Vec<KeySet>,
+        clock: SharedClock,
+        metrics: Arc<Metrics>,
+    ) -> Verifier {
+        let issuers = auth
+            .issuers
+            .iter()
+            .zip(keys)
+            .enumerate()
+            .map(|(i, (cfg, keys))| {
+                let issuer = Issuer::new(
+                    cfg,
+                    format!("auth.issuers[{i}]"),
+                    allowed_algorithms(cfg),
+                    keys,
+                    None,
+                );
+                (cfg.issuer.clone(), issuer)
+            })
+            .collect();
+        Verifier::assemble(auth, issuers, clock, metrics, Arc::new(AtomicU64::new(0)))
+    }
+
+    fn assemble(
+        auth: &AuthConfig,
+        issuers: HashMap<String, Issuer>,
+        clock: SharedClock,
+        metrics: Arc<Metrics>,
+        key_epoch: Arc<AtomicU64>,
+    ) -> Verifier {
         let cache =
             (auth.token_cache_max_entries > 0).then(|| token_store(auth.token_cache_max_entries));
-        Ok(Verifier {
+        Verifier {
             issuers,
             subject_claim: auth.subject_claim.clone(),
             max_token_bytes: auth.max_token_bytes,
@@ -258,7 +311,7 @@ impl Verifier {
             key_epoch,
             refresh_tasks: Mutex::new(Vec::new()),
             kept_claims: None,
-        })
+        }
     }
 
     /// Fetches every remote key set (all at once), then starts their background refreshers.

@@ -254,19 +254,19 @@ pub fn parse_jwks(text: &str) -> Result<KeySet, String> {
 pub fn load_pem_key(path: &Path, alg: Algorithm, kid: Option<String>) -> Result<VerifyKey, String> {
     let pem =
         std::fs::read(path).map_err(|e| format!("cannot read key file {}: {e}", path.display()))?;
+    parse_pem_key(&pem, alg, kid).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Parses one PEM public key for the given algorithm (see [`load_pem_key`]).
+pub fn parse_pem_key(pem: &[u8], alg: Algorithm, kid: Option<String>) -> Result<VerifyKey, String> {
     let key = match alg.family() {
-        AlgorithmFamily::Rsa => DecodingKey::from_rsa_pem(&pem),
-        AlgorithmFamily::Ec => DecodingKey::from_ec_pem(&pem),
-        AlgorithmFamily::Ed => DecodingKey::from_ed_pem(&pem),
+        AlgorithmFamily::Rsa => DecodingKey::from_rsa_pem(pem),
+        AlgorithmFamily::Ec => DecodingKey::from_ec_pem(pem),
+        AlgorithmFamily::Ed => DecodingKey::from_ed_pem(pem),
         AlgorithmFamily::Hmac => return Err("HMAC keys are not accepted".into()),
     }
-    .map_err(|e| {
-        format!(
-            "{} is not a {alg:?} public key in PEM form: {e}",
-            path.display()
-        )
-    })?;
-    VerifyKey::new(kid, vec![alg], key, false).map_err(|e| format!("{}: {e}", path.display()))
+    .map_err(|e| format!("not a {alg:?} public key in PEM form: {e}"))?;
+    VerifyKey::new(kid, vec![alg], key, false)
 }
 
 /// The algorithms a JWK's key type (and curve) can verify; `None` for key types never used.

@@ -279,13 +279,7 @@ impl IamTokenSource {
         let value = subject_token
             .filter(|t| !t.expose().is_empty())
             .ok_or("IAM answered without X-Subject-Token")?;
-        let parsed: serde_json::Value =
-            serde_json::from_slice(&body).map_err(|_| "IAM answer is not JSON")?;
-        let expires_at = parsed["token"]["expires_at"]
-            .as_str()
-            .and_then(|s| OffsetDateTime::parse(s, &Rfc3339).ok())
-            .ok_or("IAM answer has no valid token.expires_at")?
-            .unix_timestamp();
+        let expires_at = token_expiry(&body)?;
         let lifetime = (expires_at - self.clock.unix_seconds()).max(0);
         let refresh_at = expires_at - self.margin_seconds.min(lifetime / 2);
         Ok(Token {
@@ -294,6 +288,18 @@ impl IamTokenSource {
             refresh_at,
         })
     }
+}
+
+/// The `token.expires_at` (RFC 3339) of a successful IAM answer, in Unix seconds. The error
+/// names what is wrong and never quotes the body.
+pub(crate) fn token_expiry(body: &[u8]) -> Result<i64, &'static str> {
+    let parsed: serde_json::Value =
+        serde_json::from_slice(body).map_err(|_| "IAM answer is not JSON")?;
+    Ok(parsed["token"]["expires_at"]
+        .as_str()
+        .and_then(|s| OffsetDateTime::parse(s, &Rfc3339).ok())
+        .ok_or("IAM answer has no valid token.expires_at")?
+        .unix_timestamp())
 }
 
 /// Starts the background refresher of `source`. It holds only a [`Weak`] reference and ends

@@ -146,7 +146,7 @@ fn header_value<'a>(headers: &[(&str, &'a str)], name: &str) -> Option<&'a str> 
         .map(|(_, v)| *v)
 }
 
-fn sha256_hex(data: &[u8]) -> String {
+pub(crate) fn sha256_hex(data: &[u8]) -> String {
     hex::lower(digest::digest(&digest::SHA256, data).as_ref())
 }
 
