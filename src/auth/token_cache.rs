@@ -35,7 +35,7 @@ impl Hasher for DigestHash {
         self.0 ^= u64::from_le_bytes(first);
     }
 
-    // `[u8; 32]` hashes its bytes only; a slice would add its length, which carries nothing.
+    // A `[u8; 32]` first writes its length (always 32), which carries nothing.
     fn write_usize(&mut self, _length: usize) {}
 }
 
@@ -49,7 +49,7 @@ mod tests {
     }
 
     #[test]
-    fn digests_spread_over_shards_and_buckets() {
+    fn every_stored_digest_is_found_again() {
         let store = token_store::<u32>(100_000);
         for i in 0..10_000 {
             store.insert(digest(i), 10, i, 0);
