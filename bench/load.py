@@ -265,6 +265,18 @@ level = "warn"
     return path
 
 
+def make_workdir(prefix):
+    """A temporary directory with a logs/ folder and the credentials and cache key that the
+    gateway configs written here refer to (bench values, not secrets)."""
+    work = tempfile.mkdtemp(prefix=prefix)
+    logdir = os.path.join(work, "logs")
+    os.makedirs(logdir)
+    open(os.path.join(work, "ak"), "w").write("HPUABENCHAK00000001")
+    open(os.path.join(work, "sk"), "w").write("bench-secret-key-not-a-real-one")
+    open(os.path.join(work, "cache-key"), "w").write("bench-cache-encryption-key-0123456789abcdef")
+    return work, logdir
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--smoke", action="store_true", help="a few seconds of each, to check it runs")
@@ -292,12 +304,7 @@ def main():
     if os.cpu_count() < 2:
         sys.exit("bench: needs two cores (one for the proxy, one for the load generator)")
 
-    work = tempfile.mkdtemp(prefix="bmsgw-bench-")
-    logdir = os.path.join(work, "logs")
-    os.makedirs(logdir)
-    open(os.path.join(work, "ak"), "w").write("HPUABENCHAK00000001")
-    open(os.path.join(work, "sk"), "w").write("bench-secret-key-not-a-real-one")
-    open(os.path.join(work, "cache-key"), "w").write("bench-cache-encryption-key-0123456789abcdef")
+    work, logdir = make_workdir("bmsgw-bench-")
     # Per user and second, for both proxies: decided on every request, never reached (the
     # open-loop runs send everything as one user).
     user_limit = 1000000
@@ -429,12 +436,7 @@ def memory_run(args):
     over a further stretch of traffic from those users, to see that it stays flat."""
     users = 20000 if args.smoke else 1000000
     servers = 1000 if args.smoke else 100000
-    work = tempfile.mkdtemp(prefix="bmsgw-bench-mem-")
-    logdir = os.path.join(work, "logs")
-    os.makedirs(logdir)
-    open(os.path.join(work, "ak"), "w").write("HPUABENCHAK00000001")
-    open(os.path.join(work, "sk"), "w").write("bench-secret-key-not-a-real-one")
-    open(os.path.join(work, "cache-key"), "w").write("bench-cache-encryption-key-0123456789abcdef")
+    work, logdir = make_workdir("bmsgw-bench-mem-")
     stub_port = free_port()
     stub_conf = fill(os.path.join(REPO, "bench", "nginx.conf"), os.path.join(work, "stub.conf"),
                      PORT=stub_port, DIR=work)
