@@ -11,7 +11,7 @@
 
 use std::borrow::Borrow;
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash};
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::{Mutex, MutexGuard};
 
 const SHARDS: usize = 16;
@@ -139,6 +139,32 @@ impl<K: Hash + Eq, V, S: BuildHasher> Shard<K, V, S> {
             .min(self.max_entries)
             .max(len + 1);
     }
+}
+
+/// A hasher for keys that are already uniformly random (a keyed SipHash, a SHA-256): the key's
+/// own first eight bytes are its hash, so the map does not hash it again. Only for keys no
+/// caller can choose: a `u64` key is taken whole, a byte key by its first eight bytes, and a
+/// length prefix (which a `[u8; N]` writes first) is ignored.
+#[derive(Default)]
+pub struct AlreadyRandom(u64);
+
+impl Hasher for AlreadyRandom {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut first = [0u8; 8];
+        let n = bytes.len().min(8);
+        first[..n].copy_from_slice(&bytes[..n]);
+        self.0 ^= u64::from_le_bytes(first);
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.0 = value;
+    }
+
+    fn write_usize(&mut self, _length: usize) {}
 }
 
 #[cfg(test)]

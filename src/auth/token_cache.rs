@@ -1,42 +1,22 @@
 //! The verified-token cache's store: a token's SHA-256 → what its verification proved, in an
 //! [`ExpiringMap`] until the first second the token is no longer accepted.
 //!
-//! The digest's own first bytes are the hash: only tokens that passed verification are ever
+//! The digest's own first bytes are the hash ([`AlreadyRandom`]): only tokens that passed verification are ever
 //! inserted, and nobody can choose a SHA-256, so the map cannot be flooded into one bucket.
 
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::BuildHasherDefault;
 
-use crate::expiring_map::ExpiringMap;
+use crate::expiring_map::{AlreadyRandom, ExpiringMap};
 
 /// A token's SHA-256.
 pub type Digest = [u8; 32];
 
 /// Digest → value, expiring on Unix seconds.
-pub type TokenStore<V> = ExpiringMap<Digest, V, BuildHasherDefault<DigestHash>>;
+pub type TokenStore<V> = ExpiringMap<Digest, V, BuildHasherDefault<AlreadyRandom>>;
 
 /// A store for at most about `max_entries` tokens.
 pub fn token_store<V>(max_entries: u64) -> TokenStore<V> {
     ExpiringMap::new(max_entries, BuildHasherDefault::default())
-}
-
-/// Hashes a digest by its first eight bytes: already uniformly distributed.
-#[derive(Default)]
-pub struct DigestHash(u64);
-
-impl Hasher for DigestHash {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        let mut first = [0u8; 8];
-        let n = bytes.len().min(8);
-        first[..n].copy_from_slice(&bytes[..n]);
-        self.0 ^= u64::from_le_bytes(first);
-    }
-
-    // A `[u8; 32]` first writes its length (always 32), which carries nothing.
-    fn write_usize(&mut self, _length: usize) {}
 }
 
 #[cfg(test)]

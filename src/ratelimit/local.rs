@@ -11,15 +11,15 @@
 //! no accuracy. Beyond `max_users` live users some are forgotten, which can only make the
 //! limit more generous for them, never stricter.
 
-use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
+use std::hash::{BuildHasher, BuildHasherDefault, RandomState};
 
 use crate::clock::SharedClock;
-use crate::expiring_map::ExpiringMap;
+use crate::expiring_map::{AlreadyRandom, ExpiringMap};
 use crate::ratelimit::gcra::{self, Outcome, Quota};
 
 /// Per-process limiter.
 pub struct LocalLimiter {
-    tats: ExpiringMap<u64, (), BuildHasherDefault<AlreadyHashed>>,
+    tats: ExpiringMap<u64, (), BuildHasherDefault<AlreadyRandom>>,
     hasher: RandomState,
     clock: SharedClock,
 }
@@ -48,26 +48,6 @@ impl LocalLimiter {
     /// Users currently tracked (for tests and metrics).
     pub fn tracked_users(&self) -> u64 {
         self.tats.len() as u64
-    }
-}
-
-/// The map's keys are already SipHash outputs; hashing them again would only cost time.
-#[derive(Default)]
-struct AlreadyHashed(u64);
-
-impl Hasher for AlreadyHashed {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
-        }
-    }
-
-    fn write_u64(&mut self, value: u64) {
-        self.0 = value;
     }
 }
 
