@@ -8,7 +8,7 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::binary::{token_now, write_config_file, GatewayProcess, BIN};
+use common::binary::{serve_command, token_now, write_config_file, GatewayProcess, BIN};
 use common::*;
 use http::Method;
 
@@ -32,11 +32,33 @@ async fn get(url: &str) -> Reply {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_during_load_lets_every_in_flight_request_finish_and_exits_0() {
+    sigterm_during_load("term", |config| serve_command(config)).await;
+}
+
+/// The same on one core, where the gateway runs its current-thread runtime.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_single_core_sigterm_during_load_lets_every_request_finish_and_exits_0() {
+    sigterm_during_load("term-one-core", |config| {
+        let mut command = Command::new("taskset");
+        command.args([
+            "-c",
+            "0",
+            BIN,
+            "serve",
+            "--config",
+            config.to_str().unwrap(),
+        ]);
+        command
+    })
+    .await;
+}
+
+async fn sigterm_during_load(tag: &str, serve: impl Fn(&std::path::Path) -> Command) {
     let sim = start_simulator(TEST_AK, TEST_SK).await;
     // Every request goes upstream and takes a second there.
     sim.faults().set_latency(Duration::from_millis(1000));
     let config = write_config_file(
-        "term",
+        tag,
         &TestConfig {
             endpoint: sim.endpoint(),
             cache_ttl_seconds: 0,
@@ -44,7 +66,7 @@ async fn sigterm_during_load_lets_every_in_flight_request_finish_and_exits_0() {
             ..TestConfig::default()
         },
     );
-    let mut gateway = GatewayProcess::serve(&config);
+    let mut gateway = GatewayProcess::serve_command(serve(&config));
     assert_eq!(get(&format!("{}/readyz", gateway.admin)).await.status, 200);
 
     let in_flight: Vec<_> = (0..12)
