@@ -9,7 +9,7 @@
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
 
-use bms_console_gateway::bms::{self, ConsoleUrl, RouteMatch};
+use bms_console_gateway::bms::{self, ConsoleTarget, ConsoleUrl, RouteMatch};
 use bms_console_gateway::cache::{CacheKey, Fetched};
 use bms_console_gateway::clock::SystemClock;
 use bms_console_gateway::config::Config;
@@ -164,17 +164,16 @@ fn cache_lookup(c: &mut Criterion) {
     let rt = runtime();
     let gateway = build(&rt, &config(0, "local", ""));
     let key = CacheKey {
-        project: PROJECT.into(),
-        server: SERVER.into(),
+        target: ConsoleTarget::parse(PROJECT, SERVER).unwrap().key(),
         protocol: "serial",
         kind: "serial",
         user: None,
     };
     let fetch = || async {
-        Ok(Fetched {
-            url: ConsoleUrl::new("https://console.bench.invalid/serial/?token=t".into()),
-            upstream_request_id: None,
-        })
+        Ok(Fetched::new(
+            ConsoleUrl::new("https://console.bench.invalid/serial/?token=t".into()),
+            None,
+        ))
     };
     rt.block_on(gateway.cache.get_or_fetch(key.clone(), false, fetch))
         .0

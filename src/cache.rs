@@ -24,12 +24,12 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::hash::RandomState;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 
-use crate::bms::ConsoleUrl;
+use crate::bms::{ConsoleUrl, TargetKey};
 use crate::clock::SharedClock;
 use crate::error::{GatewayError, UpstreamError};
 use crate::expiring_map::ExpiringMap;
@@ -38,19 +38,46 @@ use crate::shared::cache_tier::{Served, SharedCacheTier, Source};
 /// What a cached URL is keyed by. `user` is set only with `scope = "per-user"`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct CacheKey {
-    pub project: String,
-    pub server: String,
+    pub target: TargetKey,
     pub protocol: &'static str,
     pub kind: &'static str,
-    pub user: Option<String>,
+    pub user: Option<Box<str>>,
 }
 
 /// A URL as the cloud gave it.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Fetched {
     pub url: ConsoleUrl,
-    /// The cloud's `X-Request-Id` for the call that produced this URL.
-    pub upstream_request_id: Option<String>,
+    /// The cloud's `X-Request-Id` for the call that produced this URL (shared: every request
+    /// served this URL records it).
+    pub upstream_request_id: Option<Arc<str>>,
+    /// The audit log's keyed hash of the URL's token, once computed, with the id of the key
+    /// it was made under: every request served this URL from the cache is audited with it.
+    audit_tag: OnceLock<(u64, [u8; 32])>,
+}
+
+impl Fetched {
+    pub fn new(url: ConsoleUrl, upstream_request_id: Option<String>) -> Fetched {
+        Fetched {
+            url,
+            upstream_request_id: upstream_request_id.map(Arc::from),
+            audit_tag: OnceLock::new(),
+        }
+    }
+
+    /// The tag made under key `key_id` by `make`, computed on the first call only (a later
+    /// call with another key makes its own and does not keep it).
+    pub fn audit_tag(&self, key_id: u64, make: impl FnOnce(&str) -> [u8; 32]) -> [u8; 32] {
+        match self.audit_tag.get() {
+            Some((id, tag)) if *id == key_id => *tag,
+            Some(_) => make(self.url.expose()),
+            None => {
+                self.audit_tag
+                    .get_or_init(|| (key_id, make(self.url.expose())))
+                    .1
+            }
+        }
+    }
 }
 
 /// How a request was served, for the `X-Cache` header and metrics.
@@ -246,8 +273,8 @@ impl ConsoleCache {
 /// pipeline marks it `X-Cache: hit`. Every other error is never remembered. Ages are measured
 /// on the injected clock; `Cache-Control: no-cache` skips the lookup.
 pub struct NegativeCache {
-    /// (project, server) → the answer, expiring at its own code's time.
-    entries: Option<ExpiringMap<(String, String), UpstreamError, RandomState>>,
+    /// Server → the answer, expiring at its own code's time.
+    entries: Option<ExpiringMap<TargetKey, UpstreamError, RandomState>>,
     windows_nanos: u64,
     not_found_nanos: u64,
     clock: SharedClock,
@@ -280,7 +307,7 @@ impl NegativeCache {
     }
 
     /// Stores `error` if it is one of the two remembered answers.
-    pub fn remember(&self, project: &str, server: &str, error: &UpstreamError) {
+    pub fn remember(&self, target: TargetKey, error: &UpstreamError) {
         let Some(entries) = &self.entries else { return };
         let ttl = self.ttl_nanos(&error.code);
         if ttl == 0 {
@@ -290,18 +317,13 @@ impl NegativeCache {
         // The cloud's request id belongs to the call that produced it, not to later answers.
         error.request_id = None;
         let now = self.clock.monotonic_nanos();
-        entries.insert(
-            (project.to_string(), server.to_string()),
-            now.saturating_add(ttl),
-            error,
-            now,
-        );
+        entries.insert(target, now.saturating_add(ttl), error, now);
     }
 
     /// The remembered answer for a server, while it is young enough.
-    pub fn get(&self, project: &str, server: &str) -> Option<UpstreamError> {
+    pub fn get(&self, target: TargetKey) -> Option<UpstreamError> {
         let entries = self.entries.as_ref()?;
-        let (expires_at, error) = entries.get(&(project.to_string(), server.to_string()))?;
+        let (expires_at, error) = entries.get(&target)?;
         (self.clock.monotonic_nanos() < expires_at).then_some(error)
     }
 }
@@ -312,10 +334,17 @@ mod tests {
     use crate::clock::ManualClock;
     use std::sync::atomic::{AtomicU32, Ordering};
 
+    /// The key of server `n` of one project.
+    fn target(n: u8) -> TargetKey {
+        let server = format!("00000000-0000-4000-8000-0000000000{n:02}");
+        crate::bms::ConsoleTarget::parse("bbf1946d374b44a0a2a95533562ba954", &server)
+            .unwrap()
+            .key()
+    }
+
     fn key() -> CacheKey {
         CacheKey {
-            project: "p".into(),
-            server: "s".into(),
+            target: target(0),
             protocol: "serial",
             kind: "serial",
             user: None,
@@ -323,10 +352,7 @@ mod tests {
     }
 
     fn fetched(n: u32) -> Fetched {
-        Fetched {
-            url: ConsoleUrl::new(format!("https://c/?token={n}")),
-            upstream_request_id: None,
-        }
+        Fetched::new(ConsoleUrl::new(format!("https://c/?token={n}")), None)
     }
 
     #[tokio::test]
@@ -374,18 +400,16 @@ mod tests {
             message: "m".into(),
             request_id: Some("cloud-id".into()),
         };
-        neg.remember("p", "win", &err("BMS.0395"));
-        neg.remember("p", "gone", &err("BMS.0040"));
-        neg.remember("p", "busy", &err("BMS.0212"));
-        assert!(
-            neg.get("p", "busy").is_none(),
-            "other errors are never kept"
-        );
-        assert_eq!(neg.get("p", "win").unwrap().request_id, None);
+        let (windows, gone, busy) = (target(1), target(2), target(3));
+        neg.remember(windows, &err("BMS.0395"));
+        neg.remember(gone, &err("BMS.0040"));
+        neg.remember(busy, &err("BMS.0212"));
+        assert!(neg.get(busy).is_none(), "other errors are never kept");
+        assert_eq!(neg.get(windows).unwrap().request_id, None);
         clock.advance(Duration::from_secs(30));
-        assert!(neg.get("p", "gone").is_none());
-        assert!(neg.get("p", "win").is_some());
+        assert!(neg.get(gone).is_none());
+        assert!(neg.get(windows).is_some());
         clock.advance(Duration::from_secs(270));
-        assert!(neg.get("p", "win").is_none());
+        assert!(neg.get(windows).is_none());
     }
 }

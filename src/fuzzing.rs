@@ -356,7 +356,7 @@ fn verify_now(verifier: &Verifier, token: &str) -> Verdict {
             assert_eq!(claims.get("sub").and_then(Value::as_str), Some(&*subject));
             assert!(!subject.is_empty());
             Verdict::Accepted {
-                subject,
+                subject: subject.to_string(),
                 issuer: issuer_name.to_string(),
                 expires_at,
             }

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -34,12 +34,18 @@ use crate::error::{AuthFailure, GatewayError};
 use crate::ratelimit::Outcome;
 use crate::server::ConnectionInfo;
 use crate::state::Gateway;
-use crate::telemetry::metrics::status_class;
 use crate::telemetry::trace_context::TraceContext;
 
 /// Largest request body accepted; the real body is 60 bytes.
 pub const MAX_BODY_BYTES: usize = 4096;
 const ROUTE: &str = "remote_console";
+
+// Header names made once (a `&str` name is parsed and checked again on every insert).
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+const RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
+const RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
+const RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
 
 /// What the phases learned about one request.
 pub struct RequestContext {
@@ -47,12 +53,12 @@ pub struct RequestContext {
     pub started: Instant,
     pub route: &'static str,
     pub target: Option<ConsoleTarget>,
-    pub subject: Option<String>,
+    pub subject: Option<Arc<str>>,
     pub issuer: Option<Arc<str>>,
     pub rule: Option<Arc<str>>,
     pub rate: Option<Outcome>,
     pub cache: Option<CacheOutcome>,
-    pub upstream_request_id: Option<String>,
+    pub upstream_request_id: Option<Arc<str>>,
     /// The TCP peer and, with mutual TLS, the client certificate's subject.
     pub connection: Option<ConnectionInfo>,
     /// The caller's W3C trace context (`traceparent`), when it sent a valid one.
@@ -301,7 +307,13 @@ async fn admit(
     ctx: &mut RequestContext,
 ) -> Result<(), GatewayError> {
     let quota = state.quota_for(tier);
-    let key = format!("{}|{}", tier.unwrap_or(""), caller.user_key());
+    // `tier|issuer/subject`: the tier and `Caller::user_key` in one allocation.
+    let key = format!(
+        "{}|{}/{}",
+        tier.unwrap_or(""),
+        caller.issuer_name,
+        caller.subject
+    );
     let outcome = state.limiter.check(&key, quota).await?;
     ctx.rate = Some(outcome);
     if outcome.allowed {
@@ -326,17 +338,16 @@ async fn lookup(
         .for_project(parsed.target.project.as_str())
         .ok_or(GatewayError::ProjectNotServed)?
         .clone();
+    let target_key = parsed.target.key();
     let key = CacheKey {
-        project: parsed.target.project.as_str().to_ascii_lowercase(),
-        server: parsed.target.server.as_str().to_ascii_lowercase(),
+        target: target_key,
         protocol: parsed.kind.protocol,
         kind: parsed.kind.kind,
-        user: (state.cache_scope == CacheScope::PerUser).then(|| caller.user_key()),
+        user: (state.cache_scope == CacheScope::PerUser).then(|| caller.user_key().into()),
     };
-    let (key_project, key_server) = (key.project.clone(), key.server.clone());
     // Answers that will not change soon (Windows, no such server) come from memory.
     if !parsed.force_refresh {
-        if let Some(remembered) = state.negative_cache.get(&key.project, &key.server) {
+        if let Some(remembered) = state.negative_cache.get(target_key) {
             ctx.cache = Some(CacheOutcome::Hit);
             state
                 .metrics
@@ -356,16 +367,12 @@ async fn lookup(
         })
         .await;
     ctx.cache = Some(outcome);
-    state
-        .metrics
-        .cache_requests
-        .with_label_values(&[outcome.label()])
-        .inc();
+    state.metrics.count_cache_request(outcome.label());
     match &result {
         Ok(fetched) => ctx.upstream_request_id = fetched.upstream_request_id.clone(),
         Err(GatewayError::Upstream(e)) => {
-            ctx.upstream_request_id = e.request_id.clone();
-            state.negative_cache.remember(&key_project, &key_server, e);
+            ctx.upstream_request_id = e.request_id.as_deref().map(Arc::from);
+            state.negative_cache.remember(target_key, e);
         }
         Err(_) => {}
     }
@@ -392,6 +399,9 @@ fn respond(
     };
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
+    // Room for every header below at once: growing the map as they arrive cost more than
+    // building the body.
+    *response.headers_mut() = HeaderMap::with_capacity(10);
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
@@ -400,15 +410,15 @@ fn respond(
     // A console URL is a bearer credential: no shared cache may keep it.
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
-        headers.insert("x-request-id", v);
+        headers.insert(X_REQUEST_ID, v);
     }
     if let Some(outcome) = ctx.cache {
-        headers.insert("x-cache", HeaderValue::from_static(outcome.header_value()));
+        headers.insert(X_CACHE, HeaderValue::from_static(outcome.header_value()));
     }
     if let Some(rate) = ctx.rate {
-        headers.insert("ratelimit-limit", HeaderValue::from(rate.limit));
-        headers.insert("ratelimit-remaining", HeaderValue::from(rate.remaining));
-        headers.insert("ratelimit-reset", HeaderValue::from(rate.reset_seconds()));
+        headers.insert(RATELIMIT_LIMIT, HeaderValue::from(rate.limit));
+        headers.insert(RATELIMIT_REMAINING, HeaderValue::from(rate.remaining));
+        headers.insert(RATELIMIT_RESET, HeaderValue::from(rate.reset_seconds()));
     }
     if let Some(secs) = result
         .as_ref()
@@ -489,11 +499,10 @@ fn audit(
         Ok(_) => 200,
         Err(e) => e.status().as_u16(),
     };
-    let client_addr = ctx.connection.as_ref().map(|c| c.peer.to_string());
     let url_token_hmac = result
         .as_ref()
         .ok()
-        .map(|(_, fetched)| state.audit.url_token_hash(fetched.url.expose()));
+        .map(|(_, fetched)| state.audit.fetched_url_token_hash(fetched));
     let time = time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default();
@@ -503,7 +512,7 @@ fn audit(
         request_id: &ctx.request_id,
         subject,
         issuer,
-        client_addr,
+        client_addr: ctx.connection.as_ref().map(|c| &*c.peer_text),
         forwarded_for: ctx.forwarded_for.as_deref(),
         project: target.project.as_str(),
         server: target.server.as_str(),
@@ -528,18 +537,11 @@ fn record(
     let elapsed = ctx.started.elapsed();
     state
         .metrics
-        .http_requests
-        .with_label_values(&[ctx.route, status_class(status)])
-        .inc();
-    state
-        .metrics
-        .http_duration
-        .with_label_values(&[ctx.route])
-        .observe(elapsed.as_secs_f64());
+        .count_http_request(ctx.route, status, elapsed.as_secs_f64());
     tracing::info!(
         target: "access",
         request_id = %ctx.request_id,
-        client_addr = ctx.connection.as_ref().map(|c| c.peer.to_string()).as_deref().unwrap_or("-"),
+        client_addr = ctx.connection.as_ref().map_or("-", |c| &*c.peer_text),
         tls_client = ctx
             .connection
             .as_ref()

@@ -235,8 +235,20 @@ fn local_addr(listener: &TcpListener, addr: SocketAddr) -> Result<SocketAddr, St
 #[derive(Clone, Debug)]
 pub struct ConnectionInfo {
     pub peer: SocketAddr,
+    /// `peer` as text, formatted once per connection rather than for each request's records.
+    pub peer_text: Arc<str>,
     /// The verified client certificate's identity (mutual TLS only).
     pub client: Option<crate::tls::ClientIdentity>,
+}
+
+impl ConnectionInfo {
+    fn new(peer: SocketAddr, client: Option<crate::tls::ClientIdentity>) -> ConnectionInfo {
+        ConnectionInfo {
+            peer,
+            peer_text: Arc::from(peer.to_string()),
+            client,
+        }
+    }
 }
 
 /// How one listener serves its connections.
@@ -329,7 +341,7 @@ async fn serve<F, Fut>(
             let _open = OpenConnection::count(metrics.clone());
             match tls {
                 None => {
-                    let info = ConnectionInfo { peer, client: None };
+                    let info = ConnectionInfo::new(peer, None);
                     serve_connection(&builder, TokioIo::new(stream), info, handler, limits, stop)
                         .await
                 }
@@ -341,7 +353,7 @@ async fn serve<F, Fut>(
                             let client = crate::tls::client_identity(
                                 tls_stream.get_ref().1.peer_certificates(),
                             );
-                            let info = ConnectionInfo { peer, client };
+                            let info = ConnectionInfo::new(peer, client);
                             serve_connection(
                                 &builder,
                                 TokioIo::new(tls_stream),

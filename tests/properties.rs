@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bms_console_gateway::bms::ConsoleUrl;
+use bms_console_gateway::bms::{ConsoleTarget, ConsoleUrl};
 use bms_console_gateway::cache::{CacheKey, ConsoleCache, Fetched};
 use bms_console_gateway::clock::{Clock, ManualClock};
 use bms_console_gateway::config::RateTier;
@@ -79,8 +79,12 @@ proptest! {
 
 fn key(server: usize) -> CacheKey {
     CacheKey {
-        project: "bbf1946d374b44a0a2a95533562ba954".into(),
-        server: format!("00000000-0000-4000-8000-{server:012}"),
+        target: ConsoleTarget::parse(
+            "bbf1946d374b44a0a2a95533562ba954",
+            &format!("00000000-0000-4000-8000-{server:012}"),
+        )
+        .unwrap()
+        .key(),
         protocol: "serial",
         kind: "serial",
         user: None,
@@ -111,10 +115,10 @@ proptest! {
                     .get_or_fetch(key(server), false, move || async move {
                         counter.fetch_add(1, Ordering::SeqCst);
                         // The URL remembers when it was fetched, on the test's clock.
-                        Ok(Fetched {
-                            url: ConsoleUrl::new(format!("https://c.invalid/?t={fetched_now}")),
-                            upstream_request_id: None,
-                        })
+                        Ok(Fetched::new(
+                            ConsoleUrl::new(format!("https://c.invalid/?t={fetched_now}")),
+                            None,
+                        ))
                     })
                     .await;
                 let url = result.expect("the fetch never fails here");

@@ -56,7 +56,7 @@ pub fn explain(
         }
     };
     let caller = Caller {
-        subject: subject.clone(),
+        subject: Arc::from(subject.as_str()),
         issuer_name: Arc::from(issuer_name.as_str()),
         claims: Arc::new(claims),
         expires_at: 0,

@@ -52,8 +52,8 @@ pub const DEV_KEY_PREFIX: &str = "bmsgw-dev-only";
 /// An authenticated caller.
 #[derive(Clone, Debug)]
 pub struct Caller {
-    /// The value of the configured subject claim.
-    pub subject: String,
+    /// The value of the configured subject claim (shared: every cache hit clones the caller).
+    pub subject: Arc<str>,
     /// The configured name of the issuer that vouched for this caller.
     pub issuer_name: Arc<str>,
     /// The token's claims, for policy decisions.
@@ -148,6 +148,8 @@ pub struct Verifier {
     /// When set, the only claims a [`Caller`] keeps (those the policy reads); the rest are
     /// dropped after verification, so a cached token costs little memory whatever it carries.
     kept_claims: Option<std::collections::HashSet<String>>,
+    /// Shared by every caller that keeps no claims, so those cost no allocation each.
+    no_claims: Arc<Map<String, Value>>,
 }
 
 impl Verifier {
@@ -311,6 +313,7 @@ impl Verifier {
             key_epoch,
             refresh_tasks: Mutex::new(Vec::new()),
             kept_claims: None,
+            no_claims: Arc::new(Map::new()),
         }
     }
 
@@ -376,17 +379,11 @@ impl Verifier {
                     cache.remove(&key);
                     return Err(AuthFailure::Expired);
                 }
-                self.metrics
-                    .token_cache_requests
-                    .with_label_values(&["hit"])
-                    .inc();
+                self.metrics.count_token_cache(true);
                 return Ok(hit.caller.clone());
             }
         }
-        self.metrics
-            .token_cache_requests
-            .with_label_values(&["miss"])
-            .inc();
+        self.metrics.count_token_cache(false);
         let (caller, accept_until) = self.verify_checked(token).await?;
         if self.key_epoch.load(Ordering::Acquire) == epoch {
             cache.insert(
@@ -483,7 +480,7 @@ impl Verifier {
         let expires_at = self.check_times(&claims, issuer)?;
         check_audience(&claims, &issuer.audiences)?;
         let subject = match claims.get(&self.subject_claim) {
-            Some(Value::String(s)) if !s.is_empty() && s.len() <= 256 => s.clone(),
+            Some(Value::String(s)) if !s.is_empty() && s.len() <= 256 => Arc::from(s.as_str()),
             _ => return Err(AuthFailure::BadClaims),
         };
         if let Some(kept) = &self.kept_claims {
@@ -493,7 +490,11 @@ impl Verifier {
             Caller {
                 subject,
                 issuer_name: issuer.name.clone(),
-                claims: Arc::new(claims),
+                claims: if claims.is_empty() {
+                    self.no_claims.clone()
+                } else {
+                    Arc::new(claims)
+                },
                 expires_at,
             },
             expires_at.saturating_add(issuer.leeway),

@@ -221,7 +221,7 @@ impl Rule {
             }
         }
         if let Some(subjects) = &self.subjects {
-            if !subjects.iter().any(|s| s == &caller.subject) {
+            if !subjects.iter().any(|s| **s == *caller.subject) {
                 return false;
             }
         }

@@ -122,10 +122,12 @@ impl SharedCacheTier {
 
     /// The value key; the lock key is this plus `:lock`. The hash tag keeps both in one slot.
     pub fn value_key(&self, key: &CacheKey) -> String {
+        // The ids in lower case, as keys were named before they were held as numbers, so
+        // replicas of both versions share entries during a rolling upgrade.
         let name = format!(
             "{}|{}|{}|{}|{}",
-            key.project,
-            key.server,
+            key.target.project_hex(),
+            key.target.server_uuid(),
             key.protocol,
             key.kind,
             key.user.as_deref().unwrap_or("")
@@ -309,20 +311,20 @@ impl SharedCacheTier {
         let plaintext = self.sealer.open(value_key, sealed).ok()?;
         let value: serde_json::Value = serde_json::from_slice(&plaintext).ok()?;
         let url = value.get("url")?.as_str()?;
-        Some(Fetched {
-            url: ConsoleUrl::new(url.to_string()),
-            upstream_request_id: value
+        Some(Fetched::new(
+            ConsoleUrl::new(url.to_string()),
+            value
                 .get("upstream_request_id")
                 .and_then(|v| v.as_str())
                 .map(str::to_string),
-        })
+        ))
     }
 }
 
 fn encode(fetched: &Fetched) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({
         "url": fetched.url.expose(),
-        "upstream_request_id": fetched.upstream_request_id,
+        "upstream_request_id": fetched.upstream_request_id.as_deref(),
     }))
     .unwrap_or_default()
 }

@@ -27,6 +27,12 @@ use crate::config::{AuditConfig, AuditSink, ConfigIssue};
 use crate::secret::SecretRef;
 use crate::telemetry::Metrics;
 
+/// Source of [`AuditLog`]'s `key_id`s: one per log built in this process.
+static NEXT_KEY_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Bytes reserved for one record's line; a typical record is 450–500.
+const RECORD_CAPACITY: usize = 768;
+
 /// How long dropping the log waits for the writer to drain the queue.
 const WRITER_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -40,7 +46,7 @@ pub struct AuditRecord<'a> {
     pub request_id: &'a str,
     pub subject: &'a str,
     pub issuer: &'a str,
-    pub client_addr: Option<String>,
+    pub client_addr: Option<&'a str>,
     /// Only when the peer is one of `audit.trusted_proxies`.
     pub forwarded_for: Option<&'a str>,
     pub project: &'a str,
@@ -65,6 +71,8 @@ pub struct AuditLog {
     /// Signals when the writer has drained the queue and stopped.
     writer_done: Option<std::sync::Mutex<Receiver<()>>>,
     token_key: hmac::Key,
+    /// Tells this log's `token_key` from any other's, for tags remembered with a URL.
+    key_id: u64,
     trusted_proxies: Vec<AddressBlock>,
     metrics: Arc<Metrics>,
     /// When a lost record was last logged: under pressure, one line a second, not one each.
@@ -145,6 +153,7 @@ impl AuditLog {
             queue,
             writer_done,
             token_key,
+            key_id: NEXT_KEY_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             trusted_proxies: config
                 .trusted_proxies
                 .iter()
@@ -170,6 +179,16 @@ impl AuditLog {
     /// The keyed hash of a console URL's token (the `token` query parameter, or the whole URL
     /// when it has none), hex-encoded.
     pub fn url_token_hash(&self, url: &str) -> String {
+        crate::hex::lower(&self.url_token_tag(url))
+    }
+
+    /// [`AuditLog::url_token_hash`] of a fetched URL, computed once per URL and key: a cached
+    /// URL is handed out (and audited) many times.
+    pub fn fetched_url_token_hash(&self, fetched: &crate::cache::Fetched) -> String {
+        crate::hex::lower(&fetched.audit_tag(self.key_id, |url| self.url_token_tag(url)))
+    }
+
+    fn url_token_tag(&self, url: &str) -> [u8; 32] {
         let token = url
             .split_once('?')
             .and_then(|(_, query)| {
@@ -178,8 +197,9 @@ impl AuditLog {
                     .find_map(|pair| pair.strip_prefix("token="))
             })
             .unwrap_or(url);
-        let tag = hmac::sign(&self.token_key, token.as_bytes());
-        crate::hex::lower(tag.as_ref())
+        let mut tag = [0u8; 32];
+        tag.copy_from_slice(hmac::sign(&self.token_key, token.as_bytes()).as_ref());
+        tag
     }
 
     /// Queues a record without waiting; a full queue drops it (counted and logged).
@@ -187,9 +207,14 @@ impl AuditLog {
         let Some(queue) = &self.queue else {
             return;
         };
-        let line = match serde_json::to_string(record) {
-            Ok(line) => line,
-            Err(_) => return,
+        // Sized for a whole record up front: growing the buffer field by field copied it
+        // three times over.
+        let mut line = Vec::with_capacity(RECORD_CAPACITY);
+        if serde_json::to_writer(&mut line, record).is_err() {
+            return;
+        }
+        let Ok(line) = String::from_utf8(line) else {
+            return;
         };
         let (result, why) = match queue.try_send(line) {
             Ok(()) => return,
@@ -451,6 +476,26 @@ mod tests {
         let keyed = log(Some("env:BMSGW_AUDIT_UNIT_TEST_KEY")).url_token_hash(url);
         assert_ne!(keyed, log(None).url_token_hash(url));
         assert_eq!(keyed.len(), 64);
+    }
+
+    #[test]
+    fn a_fetched_urls_remembered_hash_is_used_only_under_the_key_that_made_it() {
+        let url = "https://console.example.com/serial/?token=040134bb-2222";
+        let fetched = crate::cache::Fetched::new(crate::bms::ConsoleUrl::new(url.into()), None);
+        let random = log(None);
+        std::env::set_var("BMSGW_AUDIT_UNIT_TEST_KEY_2", "another key");
+        let keyed = log(Some("env:BMSGW_AUDIT_UNIT_TEST_KEY_2"));
+        for _ in 0..2 {
+            assert_eq!(
+                random.fetched_url_token_hash(&fetched),
+                random.url_token_hash(url)
+            );
+            assert_eq!(
+                keyed.fetched_url_token_hash(&fetched),
+                keyed.url_token_hash(url)
+            );
+        }
+        assert_ne!(keyed.url_token_hash(url), random.url_token_hash(url));
     }
 
     #[test]

@@ -51,6 +51,19 @@ pub struct Metrics {
     pub signature_verifications: IntCounter,
     pub audit_records: IntCounterVec,
     pub resilience: crate::telemetry::resilience::ResilienceMetrics,
+    /// Series every served request touches, resolved once.
+    hot: HotSeries,
+}
+
+/// Children of labelled metrics that every request served from the caches touches, looked up
+/// once: `with_label_values` hashes the labels and takes the family's lock on every call.
+struct HotSeries {
+    token_cache_hit: IntCounter,
+    token_cache_miss: IntCounter,
+    cache_hit: IntCounter,
+    cache_miss: IntCounter,
+    console_2xx: IntCounter,
+    console_duration: Histogram,
 }
 
 fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
@@ -349,6 +362,14 @@ impl Metrics {
         http_duration.with_label_values(&["remote_console"]);
 
         let resilience = crate::telemetry::resilience::ResilienceMetrics::new(&registry, accounts);
+        let hot = HotSeries {
+            token_cache_hit: token_cache_requests.with_label_values(&["hit"]),
+            token_cache_miss: token_cache_requests.with_label_values(&["miss"]),
+            cache_hit: cache_requests.with_label_values(&["hit"]),
+            cache_miss: cache_requests.with_label_values(&["miss"]),
+            console_2xx: http_requests.with_label_values(&["remote_console", "2xx"]),
+            console_duration: http_duration.with_label_values(&["remote_console"]),
+        };
         let metrics = Metrics {
             registry,
             http_requests,
@@ -383,6 +404,7 @@ impl Metrics {
             signature_verifications,
             audit_records,
             resilience,
+            hot,
         };
         metrics.add_accounts(accounts);
         metrics
@@ -414,6 +436,41 @@ impl Metrics {
         let mut out = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         out
+    }
+
+    /// Counts a verified-token cache lookup (`hit` skipped the signature check).
+    pub fn count_token_cache(&self, hit: bool) {
+        if hit {
+            self.hot.token_cache_hit.inc();
+        } else {
+            self.hot.token_cache_miss.inc();
+        }
+    }
+
+    /// Counts a console-URL cache lookup by its outcome label.
+    pub fn count_cache_request(&self, outcome: &str) {
+        match outcome {
+            "hit" => self.hot.cache_hit.inc(),
+            "miss" => self.hot.cache_miss.inc(),
+            other => self.cache_requests.with_label_values(&[other]).inc(),
+        }
+    }
+
+    /// Counts an answered request and its duration.
+    pub fn count_http_request(&self, route: &str, status: u16, seconds: f64) {
+        let class = status_class(status);
+        if route == "remote_console" {
+            self.hot.console_duration.observe(seconds);
+            if class == "2xx" {
+                self.hot.console_2xx.inc();
+                return;
+            }
+        } else {
+            self.http_duration
+                .with_label_values(&[route])
+                .observe(seconds);
+        }
+        self.http_requests.with_label_values(&[route, class]).inc();
     }
 
     /// An upstream-duration timer for one account.

@@ -196,10 +196,7 @@ impl UpstreamClient {
                     "the BMS API answered 200 without a console URL (not JSON, no url, or not https); refused"
                 );
             })?;
-            return Ok(Fetched {
-                url,
-                upstream_request_id: request_id,
-            });
+            return Ok(Fetched::new(url, request_id));
         }
         if !status.is_client_error() && !status.is_server_error() {
             // A redirect or another 2xx is neither a console nor an error the caller could act
