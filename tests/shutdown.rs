@@ -32,7 +32,7 @@ async fn get(url: &str) -> Reply {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_during_load_lets_every_in_flight_request_finish_and_exits_0() {
-    sigterm_during_load("term", |config| serve_command(config)).await;
+    sigterm_during_load("term", serve_command).await;
 }
 
 /// The same on one core, where the gateway runs its current-thread runtime.
