@@ -87,10 +87,11 @@ def rss_mib(pid):
 
 
 class Target:
-    """One server under test: how to start it pinned to the proxy core."""
+    """One server under test: how to start it pinned to the proxy core (and, for the gateway,
+    its admin port, whose metrics split its latency)."""
 
-    def __init__(self, name, command, port):
-        self.name, self.command, self.port = name, command, port
+    def __init__(self, name, command, port, admin=None):
+        self.name, self.command, self.port, self.admin = name, command, port, admin
         self.proc = None
 
     def start(self, logdir):
@@ -172,13 +173,39 @@ def oha(url, token, rate, seconds, connections, method="POST"):
     }
 
 
+def duration_sums(admin):
+    """(seconds, count) of the gateway's remote_console requests and of its upstream calls,
+    from its own histograms."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=5).read().decode()
+    found = {}
+    for line in text.splitlines():
+        for key, prefix in (("request", "bmsgw_http_request_duration_seconds"),
+                            ("upstream", "bmsgw_upstream_request_duration_seconds")):
+            for part in ("sum", "count"):
+                if line.startswith(f"{prefix}_{part}") and (
+                        key == "upstream" or 'route="remote_console"' in line):
+                    found[f"{key}_{part}"] = found.get(f"{key}_{part}", 0) + float(line.split()[-1])
+    return found
+
+
 def open_loop(target, token, rate, seconds, connections, logdir, path):
     if target.proc is None or target.proc.poll() is not None:
         target.start(logdir)
     try:
         url = f"http://127.0.0.1:{target.port}{path}"
         oha(url, token, rate, 1, connections)  # warm-up
-        return oha(url, token, rate, seconds, connections)
+        before = duration_sums(target.admin) if target.admin else None
+        result = oha(url, token, rate, seconds, connections)
+        if before is not None:
+            # The gateway's own view: mean time from request to answer, and of that, mean time
+            # waiting for the upstream stub; the difference is what the gateway itself spent.
+            after = duration_sums(target.admin)
+            d = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+            if d.get("request_count"):
+                result["inside_mean_us"] = 1e6 * d["request_sum"] / d["request_count"]
+                upstream_share = d.get("upstream_sum", 0) / d["request_count"]
+                result["upstream_mean_us"] = 1e6 * upstream_share
+        return result
     finally:
         target.stop()
 
@@ -332,13 +359,13 @@ def main():
         return Target("haproxy" + ("" if cache else "-nocache"), ["haproxy", "-f", cfg], port)
 
     def gateway(cache, redis=False):
-        port = free_port()
+        port, admin = free_port(), free_port()
         prefix = f"bmsgw-bench:{port}:" if redis else None
-        cfg = gateway_config(os.path.join(work, f"gateway-{port}.toml"), port, free_port(),
+        cfg = gateway_config(os.path.join(work, f"gateway-{port}.toml"), port, admin,
                              stub_port, 30 if cache else 0, user_limit, work, ["ES256", "RS256"],
                              prefix)
         name = "gateway" + ("-redis" if redis else "") + ("" if cache else "-nocache")
-        return Target(name, [BINARY, "serve", "--config", cfg], port)
+        return Target(name, [BINARY, "serve", "--config", cfg], port, admin)
 
     static = Target("static", ["nginx", "-c", nginx_static, "-p", work], static_port)
 
@@ -508,6 +535,11 @@ def report(results):
     if direct and via:
         print(f"\n- gateway adds {via['p50_us'] - direct['p50_us']:.0f} µs at p50 over calling "
               "the stub directly (cache off)")
+        if "inside_mean_us" in via:
+            print(f"- the gateway's own histograms (cache off): {via['inside_mean_us']:.0f} µs mean "
+                  f"from request to answer, of which {via['upstream_mean_us']:.0f} µs waiting for "
+                  f"the stub, so {via['inside_mean_us'] - via['upstream_mean_us']:.0f} µs of its "
+                  "own work and scheduling")
 
 
 if __name__ == "__main__":
