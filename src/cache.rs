@@ -65,17 +65,16 @@ impl Fetched {
         }
     }
 
-    /// The tag made under key `key_id` by `make`, computed on the first call only (a later
-    /// call with another key makes its own and does not keep it).
-    pub fn audit_tag(&self, key_id: u64, make: impl FnOnce(&str) -> [u8; 32]) -> [u8; 32] {
-        match self.audit_tag.get() {
-            Some((id, tag)) if *id == key_id => *tag,
-            Some(_) => make(self.url.expose()),
-            None => {
-                self.audit_tag
-                    .get_or_init(|| (key_id, make(self.url.expose())))
-                    .1
-            }
+    /// The tag made under key `key_id` by `make`, computed on the first call only (a call with
+    /// another key than the first makes its own and does not keep it).
+    pub fn audit_tag(&self, key_id: u64, make: impl Fn(&str) -> [u8; 32]) -> [u8; 32] {
+        let (kept_for, tag) = *self
+            .audit_tag
+            .get_or_init(|| (key_id, make(self.url.expose())));
+        if kept_for == key_id {
+            tag
+        } else {
+            make(self.url.expose())
         }
     }
 }
