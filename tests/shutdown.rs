@@ -1,5 +1,6 @@
 //! Signals to the real binary: `SIGTERM` during load (readiness turns false, every in-flight
-//! request finishes, the listener closes, exit status 0) and `SIGHUP` (the config file is read
+//! request finishes, the listener closes, exit status 0), on several cores and pinned to one,
+//! where the gateway runs its current-thread runtime, and `SIGHUP` (the config file is read
 //! again; a broken one is refused and the old config keeps serving); and the optional OTLP
 //! trace export, whose last spans are flushed on the way out.
 
