@@ -154,7 +154,20 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     }
 }
 
+/// Transparent huge pages off for this process. The allocator asks for them on its arena, and
+/// the kernel's khugepaged then fills whole 2 MiB regions around what the caches touched: in the
+/// benchmark's memory run, RSS crept up by 10 MiB over ten minutes with no more data held.
+/// Memory-bound caches want RSS to follow what they hold (Redis advises the same).
+fn disable_transparent_huge_pages() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: PR_SET_THP_DISABLE takes plain integers and only sets a flag on this process.
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    }
+}
+
 fn main() -> ExitCode {
+    disable_transparent_huge_pages();
     let cli = Cli::parse();
     let runtime = match runtime() {
         Ok(rt) => rt,

@@ -152,6 +152,23 @@ async fn the_readme_quick_start_works_and_logs_no_secret() {
     }
 }
 
+/// The caches' memory should be what they hold: the server turns transparent huge pages off
+/// for itself, so the kernel does not fill 2 MiB regions around the allocator's pages.
+#[cfg(target_os = "linux")]
+#[test]
+fn the_server_runs_without_transparent_huge_pages() {
+    let config = default_config_on_free_ports(&repo().join("config"));
+    let _cleanup = RemoveOnDrop(config.clone());
+    let mut gateway = spawn_in_repo(&["serve", "--config", config.to_str().unwrap()]);
+    gateway.wait_for("bms-console-gateway listening");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", gateway.pid())).unwrap();
+    let thp = status
+        .lines()
+        .find_map(|line| line.strip_prefix("THP_enabled:"))
+        .map(str::trim);
+    assert_eq!(thp, Some("0"), "{status}");
+}
+
 #[test]
 fn serve_reports_an_unreadable_config_with_its_path() {
     let out = Command::new(BIN)

@@ -57,6 +57,11 @@ impl Binary {
         }
     }
 
+    /// The process id, to read what the kernel says of it.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The next line printed, if one comes within `timeout`.
     pub fn next_line(&mut self, timeout: Duration) -> Option<String> {
         let line = off_the_runtime(|| self.lines.recv_timeout(timeout).ok())?;
