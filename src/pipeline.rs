@@ -307,13 +307,7 @@ async fn admit(
     ctx: &mut RequestContext,
 ) -> Result<(), GatewayError> {
     let quota = state.quota_for(tier);
-    // `tier|issuer/subject`: the tier and `Caller::user_key` in one allocation.
-    let key = format!(
-        "{}|{}/{}",
-        tier.unwrap_or(""),
-        caller.issuer_name,
-        caller.subject
-    );
+    let key = caller.limiter_key(tier.unwrap_or(""));
     let outcome = state.limiter.check(&key, quota).await?;
     ctx.rate = Some(outcome);
     if outcome.allowed {

@@ -68,6 +68,11 @@ impl Caller {
     pub fn user_key(&self) -> String {
         format!("{}/{}", self.issuer_name, self.subject)
     }
+
+    /// The rate limiter's key: `tier|` and [`Caller::user_key`], built in one allocation.
+    pub fn limiter_key(&self, tier: &str) -> String {
+        format!("{tier}|{}/{}", self.issuer_name, self.subject)
+    }
 }
 
 struct Issuer {
