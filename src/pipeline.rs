@@ -497,9 +497,7 @@ fn audit(
         .as_ref()
         .ok()
         .map(|(_, fetched)| state.audit.fetched_url_token_hash(fetched));
-    let time = time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default();
+    let time = crate::telemetry::audit_line::now_rfc3339();
     state.audit.record(&crate::telemetry::audit::AuditRecord {
         log: "audit",
         time,

@@ -7,17 +7,18 @@
 //! session seen elsewhere can be matched to the record of its issuance without the record
 //! being usable as the credential.
 //!
-//! The request path only formats the record and offers it to a bounded queue (never waiting);
-//! a writer thread drains the queue to stdout or to a size-rotated file. A full queue or a
-//! failing sink drops the record, counts it in `bmsgw_audit_records_total` and logs it. The
-//! writer stops, after draining what is queued, when the log is dropped.
+//! The request path writes the record's line (`audit_line`) straight into a bounded buffer of
+//! pending lines, never waiting for the sink; a writer thread takes the whole buffer every few
+//! milliseconds and writes it to stdout or to a size-rotated file in one write. A full buffer
+//! or a failing sink drops the record, counts it in `bmsgw_audit_records_total` and logs it.
+//! The writer stops, after writing what is pending, when the log is dropped.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
-use std::sync::Arc;
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use aws_lc_rs::hmac;
@@ -29,9 +30,6 @@ use crate::telemetry::Metrics;
 
 /// Source of [`AuditLog`]'s `key_id`s: one per log built in this process.
 static NEXT_KEY_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-/// Bytes reserved for one record's line; a typical record is 450–500.
-const RECORD_CAPACITY: usize = 768;
 
 /// How long dropping the log waits for the writer to drain the queue.
 const WRITER_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -67,16 +65,16 @@ pub struct AuditRecord<'a> {
 
 /// The audit log of one gateway.
 pub struct AuditLog {
-    queue: Option<SyncSender<String>>,
+    pending: Option<Arc<PendingLines>>,
     /// Signals when the writer has drained the queue and stopped.
-    writer_done: Option<std::sync::Mutex<Receiver<()>>>,
+    writer_done: Option<Mutex<Receiver<()>>>,
     token_key: hmac::Key,
     /// Tells this log's `token_key` from any other's, for tags remembered with a URL.
     key_id: u64,
     trusted_proxies: Vec<AddressBlock>,
     metrics: Arc<Metrics>,
     /// When a lost record was last logged: under pressure, one line a second, not one each.
-    last_loss_logged: std::sync::Mutex<Option<std::time::Instant>>,
+    last_loss_logged: Mutex<Option<std::time::Instant>>,
 }
 
 impl AuditLog {
@@ -128,16 +126,17 @@ impl AuditLog {
             }
             random_key()
         });
-        let (queue, writer_done) = match sink {
+        let (pending, writer_done) = match sink {
             None => (None, None),
             Some(sink) => {
-                let (tx, rx) = sync_channel(config.queue_capacity);
+                let pending = Arc::new(PendingLines::new(config.queue_capacity));
                 let (done_tx, done_rx) = sync_channel(1);
                 let metrics = metrics.clone();
+                let for_writer = pending.clone();
                 std::thread::Builder::new()
                     .name("bmsgw-audit".into())
                     .spawn(move || {
-                        write_records(rx, sink, &metrics);
+                        write_records(&for_writer, sink, &metrics);
                         let _ = done_tx.send(());
                     })
                     .map_err(|e| {
@@ -146,11 +145,11 @@ impl AuditLog {
                             format!("cannot start the writer: {e}"),
                         )]
                     })?;
-                (Some(tx), Some(std::sync::Mutex::new(done_rx)))
+                (Some(pending), Some(Mutex::new(done_rx)))
             }
         };
         Ok(AuditLog {
-            queue,
+            pending,
             writer_done,
             token_key,
             key_id: NEXT_KEY_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
@@ -160,13 +159,13 @@ impl AuditLog {
                 .filter_map(|p| AddressBlock::parse(p).ok())
                 .collect(),
             metrics,
-            last_loss_logged: std::sync::Mutex::new(None),
+            last_loss_logged: Mutex::new(None),
         })
     }
 
     /// True unless `audit.sink = "off"`.
     pub fn enabled(&self) -> bool {
-        self.queue.is_some()
+        self.pending.is_some()
     }
 
     /// Whether a peer's `X-Forwarded-For` is worth recording.
@@ -202,37 +201,24 @@ impl AuditLog {
         tag
     }
 
-    /// Queues a record without waiting; a full queue drops it (counted and logged).
+    /// Adds a record to the pending lines without waiting; when they are full it is dropped
+    /// (counted and logged).
     pub fn record(&self, record: &AuditRecord<'_>) {
-        let Some(queue) = &self.queue else {
+        let Some(pending) = &self.pending else {
             return;
         };
-        // Sized for a whole record up front: growing the buffer field by field copied it
-        // three times over.
-        let mut line = Vec::with_capacity(RECORD_CAPACITY);
-        if serde_json::to_writer(&mut line, record).is_err() {
+        if pending.push(|line| crate::telemetry::audit_line::write(record, line)) {
             return;
         }
-        let Ok(line) = String::from_utf8(line) else {
-            return;
-        };
-        let (result, why) = match queue.try_send(line) {
-            Ok(()) => return,
-            Err(TrySendError::Full(_)) => ("dropped", "audit queue full"),
-            Err(TrySendError::Disconnected(_)) => ("failed", "audit writer stopped"),
-        };
-        let lost = self.metrics.audit_records.with_label_values(&[result]);
+        let lost = self.metrics.audit_records.with_label_values(&["dropped"]);
         lost.inc();
-        let mut last = self
-            .last_loss_logged
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut last = lock(&self.last_loss_logged);
         if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
             *last = Some(std::time::Instant::now());
             tracing::error!(
                 request_id = record.request_id,
                 lost_so_far = lost.get(),
-                "{why}: audit record dropped"
+                "audit queue full: audit record dropped"
             );
         }
     }
@@ -240,14 +226,88 @@ impl AuditLog {
 
 impl Drop for AuditLog {
     fn drop(&mut self) {
-        // Closing the queue lets the writer drain it and stop. Wait (boundedly: a sink can
-        // hang) so records queued at shutdown are not lost.
-        self.queue = None;
+        // Closing the pending lines lets the writer write the rest and stop. Wait (boundedly:
+        // a sink can hang) so records made at shutdown are not lost.
+        if let Some(pending) = self.pending.take() {
+            pending.close();
+        }
         if let Some(done) = self.writer_done.take() {
             let done = done.into_inner().unwrap_or_else(|e| e.into_inner());
             let _ = done.recv_timeout(WRITER_DRAIN_TIMEOUT);
         }
     }
+}
+
+/// Finished lines waiting for the writer: one growing buffer, handed over whole.
+struct PendingLines {
+    lines: Mutex<Lines>,
+    /// Wakes the writer when the first line arrives in an empty buffer, or at close.
+    arrived: Condvar,
+    /// Most records held (`audit.queue_capacity`).
+    capacity: usize,
+}
+
+#[derive(Default)]
+struct Lines {
+    bytes: Vec<u8>,
+    records: usize,
+    closed: bool,
+}
+
+impl PendingLines {
+    fn new(capacity: usize) -> PendingLines {
+        PendingLines {
+            lines: Mutex::new(Lines::default()),
+            arrived: Condvar::new(),
+            capacity,
+        }
+    }
+
+    /// Appends one line made by `write` (which must not write a newline); false, and nothing
+    /// written, when the buffer already holds `capacity` records or is closed.
+    fn push(&self, write: impl FnOnce(&mut Vec<u8>)) -> bool {
+        let mut lines = lock(&self.lines);
+        if lines.records >= self.capacity || lines.closed {
+            return false;
+        }
+        write(&mut lines.bytes);
+        lines.bytes.push(b'\n');
+        lines.records += 1;
+        let first = lines.records == 1;
+        drop(lines);
+        // Only the first line of a batch wakes the writer: a busy core is not interrupted once
+        // per record.
+        if first {
+            self.arrived.notify_one();
+        }
+        true
+    }
+
+    fn close(&self) {
+        lock(&self.lines).closed = true;
+        self.arrived.notify_one();
+    }
+
+    /// Waits for at least one line (or the close), lets more gather unless closing, and swaps
+    /// the pending lines into `batch` (which must be empty). Returns how many records it took:
+    /// zero once closed and empty.
+    fn take(&self, batch: &mut Vec<u8>) -> usize {
+        let mut lines = lock(&self.lines);
+        while lines.records == 0 && !lines.closed {
+            lines = self.arrived.wait(lines).unwrap_or_else(|e| e.into_inner());
+        }
+        if !lines.closed {
+            drop(lines);
+            std::thread::sleep(WRITER_GATHER);
+            lines = lock(&self.lines);
+        }
+        std::mem::swap(&mut lines.bytes, batch);
+        std::mem::take(&mut lines.records)
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// An address or a CIDR block (`10.0.0.0/8`, `fd00::/8`) of trusted proxies.
@@ -315,17 +375,12 @@ enum Sink {
 }
 
 impl Sink {
-    /// Writes a batch of records, in as few writes as the sink allows.
-    fn write_lines(&mut self, lines: &[String]) -> std::io::Result<()> {
+    /// Writes whole lines, in as few writes as the sink allows.
+    fn write_lines(&mut self, lines: &[u8]) -> std::io::Result<()> {
         match self {
             Sink::Stdout => {
-                let mut buf = Vec::with_capacity(lines.iter().map(|l| l.len() + 1).sum());
-                for line in lines {
-                    buf.extend_from_slice(line.as_bytes());
-                    buf.push(b'\n');
-                }
                 let mut out = std::io::stdout().lock();
-                out.write_all(&buf)?;
+                out.write_all(lines)?;
                 out.flush()
             }
             Sink::File(file) => file.write_lines(lines),
@@ -333,24 +388,22 @@ impl Sink {
     }
 }
 
-/// Most records the writer takes from the queue for one write.
-const WRITER_BATCH: usize = 512;
-/// How long the writer lets records gather after each write. Waking it for every record would
-/// cost the request path a context switch per request on a busy core; an audit line may wait a
-/// millisecond instead.
-const WRITER_GATHER: Duration = Duration::from_millis(1);
+/// How long the writer lets records gather after the first of a batch. Waking it for every
+/// record would cost the request path a context switch per request on a busy core, and each
+/// wake-up is a write and a switch; an audit line may wait a few milliseconds instead.
+const WRITER_GATHER: Duration = Duration::from_millis(5);
 
-fn write_records(queue: Receiver<String>, mut sink: Sink, metrics: &Metrics) {
-    let mut batch = Vec::with_capacity(WRITER_BATCH);
-    while let Ok(first) = queue.recv() {
-        batch.push(first);
-        while batch.len() < WRITER_BATCH {
-            match queue.try_recv() {
-                Ok(line) => batch.push(line),
-                Err(_) => break,
-            }
+/// A pending buffer grown past this is not kept for the next batch (a burst is not held on
+/// to for the life of the process).
+const KEPT_BATCH_BYTES: usize = 1 << 20;
+
+fn write_records(pending: &PendingLines, mut sink: Sink, metrics: &Metrics) {
+    let mut batch = Vec::new();
+    loop {
+        let count = pending.take(&mut batch) as u64;
+        if count == 0 {
+            return;
         }
-        let count = batch.len() as u64;
         match sink.write_lines(&batch) {
             Ok(()) => metrics
                 .audit_records
@@ -365,7 +418,7 @@ fn write_records(queue: Receiver<String>, mut sink: Sink, metrics: &Metrics) {
             }
         }
         batch.clear();
-        std::thread::sleep(WRITER_GATHER);
+        batch.shrink_to(KEPT_BATCH_BYTES);
     }
 }
 
@@ -391,28 +444,38 @@ impl RotatingFile {
         })
     }
 
-    /// Appends the lines, rotating first whenever the next line would take the file past
+    /// Appends whole lines, rotating first whenever the next line would take the file past
     /// `max_bytes` (a file always holds at least one line).
-    fn write_lines(&mut self, lines: &[String]) -> std::io::Result<()> {
-        let mut pending: Vec<u8> = Vec::new();
-        for line in lines {
-            let len = line.len() as u64 + 1;
-            let size = self.size + pending.len() as u64;
-            if size > 0 && size + len > self.max_bytes {
-                self.append(&mut pending)?;
+    fn write_lines(&mut self, mut lines: &[u8]) -> std::io::Result<()> {
+        while !lines.is_empty() {
+            let room =
+                usize::try_from(self.max_bytes.saturating_sub(self.size)).unwrap_or(usize::MAX);
+            let fitting = if lines.len() <= room {
+                lines.len()
+            } else {
+                match lines[..room].iter().rposition(|&b| b == b'\n') {
+                    Some(end) => end + 1,
+                    // An empty file takes its first line, however long.
+                    None if self.size == 0 => lines
+                        .iter()
+                        .position(|&b| b == b'\n')
+                        .map_or(lines.len(), |end| end + 1),
+                    None => 0,
+                }
+            };
+            self.append(&lines[..fitting])?;
+            lines = &lines[fitting..];
+            if !lines.is_empty() {
                 self.rotate()?;
             }
-            pending.extend_from_slice(line.as_bytes());
-            pending.push(b'\n');
         }
-        self.append(&mut pending)
+        Ok(())
     }
 
-    fn append(&mut self, pending: &mut Vec<u8>) -> std::io::Result<()> {
-        if !pending.is_empty() {
-            self.file.write_all(pending)?;
-            self.size += pending.len() as u64;
-            pending.clear();
+    fn append(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        if !bytes.is_empty() {
+            self.file.write_all(bytes)?;
+            self.size += bytes.len() as u64;
         }
         Ok(())
     }
