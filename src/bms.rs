@@ -7,7 +7,7 @@
 use std::fmt;
 
 use http::StatusCode;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::error::{GatewayError, UpstreamError};
 use crate::strict_json::StrictJson;
@@ -247,30 +247,19 @@ impl fmt::Debug for ConsoleUrl {
     }
 }
 
-/// The success body, in the cloud's field order.
-#[derive(Serialize)]
-struct RemoteConsoleResponseBody<'a> {
-    remote_console: RemoteConsoleResponseFields<'a>,
-}
-
-#[derive(Serialize)]
-struct RemoteConsoleResponseFields<'a> {
-    #[serde(rename = "type")]
-    kind: &'a str,
-    protocol: &'a str,
-    url: &'a str,
-}
-
-/// Renders the success body `{"remote_console":{"type","protocol","url"}}`.
+/// Renders the success body `{"remote_console":{"type","protocol","url"}}`, in the cloud's
+/// field order.
 pub fn render_console(kind: &ConsoleKind, url: &ConsoleUrl) -> Vec<u8> {
-    serde_json::to_vec(&RemoteConsoleResponseBody {
-        remote_console: RemoteConsoleResponseFields {
-            kind: kind.kind,
-            protocol: kind.protocol,
-            url: url.expose(),
-        },
-    })
-    .unwrap_or_default()
+    let url = url.expose();
+    let mut body = Vec::with_capacity(url.len() + 64);
+    body.extend_from_slice(br#"{"remote_console":{"type":"#);
+    crate::json_text::string(&mut body, kind.kind);
+    body.extend_from_slice(br#","protocol":"#);
+    crate::json_text::string(&mut body, kind.protocol);
+    body.extend_from_slice(br#","url":"#);
+    crate::json_text::string(&mut body, url);
+    body.extend_from_slice(b"}}");
+    body
 }
 
 #[derive(Deserialize)]
@@ -376,6 +365,22 @@ mod tests {
 
     const P: &str = "bbf1946d374b44a0a2a95533562ba954";
     const S: &str = "cf2a8b97-b5c6-47ef-9714-eb27adf26e5b";
+
+    #[test]
+    fn the_success_body_is_the_clouds_shape_in_its_field_order() {
+        let kind = parse_request_body(UPSTREAM_REQUEST_BODY).unwrap();
+        for url in [
+            "https://console.example.com/serial/?token=04a1&lang=en",
+            "https://console.example.com/\"quoted\"\\\u{1}é",
+        ] {
+            let body = render_console(&kind, &ConsoleUrl::new(url.to_string()));
+            let expected = format!(
+                r#"{{"remote_console":{{"type":"serial","protocol":"serial","url":{}}}}}"#,
+                serde_json::to_string(url).unwrap()
+            );
+            assert_eq!(String::from_utf8(body).unwrap(), expected);
+        }
+    }
 
     #[test]
     fn route_matches_with_and_without_trailing_slash() {

@@ -16,6 +16,7 @@ pub mod expiring_map;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod hex;
+pub mod json_text;
 pub mod mint;
 pub mod pipeline;
 pub mod ratelimit;

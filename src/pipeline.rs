@@ -16,7 +16,9 @@
 //! Phases write what they learn into the request's [`RequestContext`], which `respond` and
 //! `record` read; no phase reaches into another's state.
 
+use std::future::Future;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -198,12 +200,36 @@ fn request_target_len(uri: &http::Uri) -> usize {
     len
 }
 
+/// The body, size-capped, within `timeout` of the first look at it.
+///
+/// A body sent with its head (the usual 60 bytes) is in hyper's buffer by the handler's first
+/// look or one turn of the connection's task later, so the timer (whose arming and disarming
+/// showed in profiles) is armed only when the body is not there by then.
 async fn read_body(body: Incoming, timeout: Duration) -> Result<Bytes, GatewayError> {
-    match tokio::time::timeout(timeout, Limited::new(body, MAX_BODY_BYTES).collect()).await {
-        Err(_) => Err(GatewayError::BodyTimeout),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(GatewayError::BodyTooLarge),
-        Ok(Err(_)) => Err(GatewayError::MalformedBody),
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut collect = std::pin::pin!(Limited::new(body, MAX_BODY_BYTES).collect());
+    let mut looked_once = false;
+    let early = std::future::poll_fn(|cx| match collect.as_mut().poll(cx) {
+        Poll::Ready(result) => Poll::Ready(Some(result)),
+        Poll::Pending if !looked_once => {
+            // Back at once: hyper hands over what it has read while this task is away.
+            looked_once = true;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+        Poll::Pending => Poll::Ready(None),
+    })
+    .await;
+    let collected = match early {
+        Some(result) => result,
+        None => tokio::time::timeout_at(deadline, collect)
+            .await
+            .map_err(|_| GatewayError::BodyTimeout)?,
+    };
+    match collected {
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(GatewayError::BodyTooLarge),
+        Err(_) => Err(GatewayError::MalformedBody),
+        Ok(collected) => Ok(collected.to_bytes()),
     }
 }
 

@@ -48,7 +48,8 @@ impl Limiter {
             // (and moved) by every request's future, Redis or not.
             match Box::pin(shared.check(key, quota)).await {
                 Ok(outcome) => {
-                    self.count("redis", &outcome);
+                    self.metrics
+                        .count_rate_limit_decision(true, outcome.allowed);
                     return Ok(outcome);
                 }
                 Err(_) => {
@@ -64,24 +65,13 @@ impl Limiter {
             }
         }
         let outcome = self.local.check(key, quota);
-        self.count("local", &outcome);
+        self.metrics
+            .count_rate_limit_decision(false, outcome.allowed);
         Ok(outcome)
     }
 
     /// The per-process limiter (the `local` backend, and the Redis backend's fallback).
     pub fn local(&self) -> &LocalLimiter {
         &self.local
-    }
-
-    fn count(&self, backend: &str, outcome: &Outcome) {
-        let result = if outcome.allowed {
-            "allowed"
-        } else {
-            "limited"
-        };
-        self.metrics
-            .rate_limit_decisions
-            .with_label_values(&[backend, result])
-            .inc();
     }
 }

@@ -2,9 +2,8 @@
 //!
 //! The line is byte for byte what `serde_json` makes of [`AuditRecord`] (a property test holds
 //! the two equal), written without serde's per-field machinery: each constant `,"key":` is one
-//! copy, and a value that needs no escaping (in practice all of them: ids, names, addresses,
-//! hex) is copied whole after one scan. Under load serde's walk of the record was the larger
-//! part of auditing a cached request.
+//! copy, and each value goes through [`crate::json_text`]. Under load serde's walk of the
+//! record was the larger part of auditing a cached request.
 //!
 //! The timestamp is RFC 3339 in UTC as the `time` crate writes it, with the date and time of
 //! day formatted once a second rather than once a record.
@@ -13,6 +12,7 @@ use std::cell::Cell;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::audit::AuditRecord;
+use crate::json_text::{optional_string as optional, string};
 
 /// Appends `record` as one JSON object (no newline) to `out`.
 pub fn write(record: &AuditRecord<'_>, out: &mut Vec<u8>) {
@@ -49,26 +49,6 @@ pub fn write(record: &AuditRecord<'_>, out: &mut Vec<u8>) {
     out.extend_from_slice(b",\"url_token_hmac\":");
     optional(out, record.url_token_hmac.as_deref());
     out.push(b'}');
-}
-
-fn optional(out: &mut Vec<u8>, value: Option<&str>) {
-    match value {
-        Some(value) => string(out, value),
-        None => out.extend_from_slice(b"null"),
-    }
-}
-
-/// A JSON string. serde_json escapes exactly the control characters, `"` and `\`; a value with
-/// none of them is copied as it is, and the rare other goes to serde_json itself.
-fn string(out: &mut Vec<u8>, value: &str) {
-    if value.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
-        out.push(b'"');
-        out.extend_from_slice(value.as_bytes());
-        out.push(b'"');
-    } else {
-        // Writing into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut *out, value);
-    }
 }
 
 /// The decimal digits of `n`, in `buf`.

@@ -64,6 +64,9 @@ struct HotSeries {
     cache_miss: IntCounter,
     console_2xx: IntCounter,
     console_duration: Histogram,
+    /// `bmsgw_rate_limit_decisions_total`, by backend (`local`, `redis`) then result
+    /// (`allowed`, `limited`).
+    rate_limit: [[IntCounter; 2]; 2],
 }
 
 fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
@@ -369,6 +372,10 @@ impl Metrics {
             cache_miss: cache_requests.with_label_values(&["miss"]),
             console_2xx: http_requests.with_label_values(&["remote_console", "2xx"]),
             console_duration: http_duration.with_label_values(&["remote_console"]),
+            rate_limit: ["local", "redis"].map(|backend| {
+                ["allowed", "limited"]
+                    .map(|result| rate_limit_decisions.with_label_values(&[backend, result]))
+            }),
         };
         let metrics = Metrics {
             registry,
@@ -454,6 +461,11 @@ impl Metrics {
             "miss" => self.hot.cache_miss.inc(),
             other => self.cache_requests.with_label_values(&[other]).inc(),
         }
+    }
+
+    /// Counts a rate-limit decision made by the local limiter or by Redis.
+    pub fn count_rate_limit_decision(&self, by_redis: bool, allowed: bool) {
+        self.hot.rate_limit[usize::from(by_redis)][usize::from(!allowed)].inc();
     }
 
     /// Counts an answered request and its duration.
