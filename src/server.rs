@@ -422,25 +422,31 @@ async fn serve_connection<I, F, Fut>(
     if closing {
         connection.as_mut().graceful_shutdown();
     }
+    // One timer and one stop-watch for the life of the connection, not one each per request:
+    // the timer fires at the deadline it was set to and only then looks at what the
+    // connection did meanwhile (moving itself on if a request came), so a busy connection
+    // re-arms it about once an idle period.
+    let check = tokio::time::sleep_until(activity.deadline(limits));
+    tokio::pin!(check);
+    let stop_changed = stop.changed();
+    tokio::pin!(stop_changed);
     loop {
-        let deadline = activity.deadline(limits);
         tokio::select! {
             _ = connection.as_mut() => return,
-            _ = stop.changed(), if !closing => {
+            _ = &mut stop_changed, if !closing => {
                 connection.as_mut().graceful_shutdown();
                 closing = true;
             }
-            // A request finished: the idle deadline moved.
-            _ = activity.finished.notified(), if !closing => {}
-            _ = tokio::time::sleep_until(deadline), if !closing => {
+            _ = &mut check, if !closing => {
+                let deadline = activity.deadline(limits);
                 match activity.state() {
                     // The first request never came: hang up without ceremony.
                     (0, 0) => return,
-                    (0, _) if activity.deadline(limits) <= tokio::time::Instant::now() => {
+                    (0, _) if deadline <= tokio::time::Instant::now() => {
                         connection.as_mut().graceful_shutdown();
                         closing = true;
                     }
-                    _ => {}
+                    _ => check.as_mut().reset(deadline),
                 }
             }
         }
@@ -468,7 +474,6 @@ struct Activity {
     opened: tokio::time::Instant,
     /// (requests in flight, requests started, when the last one finished).
     inner: std::sync::Mutex<(usize, u64, tokio::time::Instant)>,
-    finished: tokio::sync::Notify,
 }
 
 /// Marks one request in flight while it lives (also when the client goes away mid-request).
@@ -480,7 +485,6 @@ impl Activity {
         Activity {
             opened: now,
             inner: std::sync::Mutex::new((0, 0, now)),
-            finished: tokio::sync::Notify::new(),
         }
     }
 
@@ -514,8 +518,6 @@ impl Drop for Busy {
         let mut inner = self.0.inner.lock().unwrap_or_else(|e| e.into_inner());
         inner.0 -= 1;
         inner.2 = tokio::time::Instant::now();
-        drop(inner);
-        self.0.finished.notify_one();
     }
 }
 
