@@ -116,9 +116,15 @@ impl TargetKey {
 
 /// The value of an id already checked to hold only hex digits (and `-` separators, skipped).
 fn hex_to_u128(id: &str) -> u128 {
-    id.bytes()
-        .filter_map(|b| char::from(b).to_digit(16))
-        .fold(0, |value, digit| value << 4 | u128::from(digit))
+    id.bytes().fold(0, |value, b| {
+        let digit = match b {
+            b'0'..=b'9' => b - b'0',
+            b'a'..=b'f' => b - b'a' + 10,
+            b'A'..=b'F' => b - b'A' + 10,
+            _ => return value,
+        };
+        value << 4 | u128::from(digit)
+    })
 }
 
 /// Outcome of matching a request path against the one route the gateway serves.

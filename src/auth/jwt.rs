@@ -66,12 +66,13 @@ impl Caller {
     /// The identity rate limits and per-user caches are keyed by: issuer and subject together,
     /// so two identity providers cannot share a user by accident.
     pub fn user_key(&self) -> String {
-        format!("{}/{}", self.issuer_name, self.subject)
+        [&*self.issuer_name, "/", &self.subject].concat()
     }
 
-    /// The rate limiter's key: `tier|` and [`Caller::user_key`], built in one allocation.
+    /// The rate limiter's key: `tier|` and [`Caller::user_key`], built in one allocation
+    /// (`concat`, not `format!`, whose machinery cost more than the copying).
     pub fn limiter_key(&self, tier: &str) -> String {
-        format!("{tier}|{}/{}", self.issuer_name, self.subject)
+        [tier, "|", &self.issuer_name, "/", &self.subject].concat()
     }
 }
 
