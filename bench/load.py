@@ -420,8 +420,14 @@ def main():
         rate = args.rate or int(0.5 * min(hit["haproxy"]["rps"], hit["gateway"]["rps"]))
         token = open(tokens["es256-reused"]).readline().strip()
         path = f"/v1/{PROJECT}/baremetalservers/00000000-0000-4000-8000-0000000000[0-9]{{2}}/remote_console"
+        forward_port = free_port()
+        forward_conf = fill(os.path.join(REPO, "bench", "nginx-forward.conf"),
+                            os.path.join(work, "forward.conf"), PORT=forward_port,
+                            STUB_PORT=stub_port, DIR=work)
+        forward = Target("forward-only", ["nginx", "-c", forward_conf, "-p", work], forward_port)
         open_targets = [("cache hit", haproxy(True), token), ("cache hit", gateway(True), token),
                         ("cache off", Target("stub-direct", [], stub_port), None),
+                        ("cache off", forward, None),
                         ("cache off", haproxy(False), token), ("cache off", gateway(False), token)]
         runs = {}
         for round_no in range(args.rounds):
@@ -535,6 +541,11 @@ def report(results):
     if direct and via:
         print(f"\n- gateway adds {via['p50_us'] - direct['p50_us']:.0f} µs at p50 over calling "
               "the stub directly (cache off)")
+        hop = ol.get("cache off: forward-only")
+        if hop:
+            print(f"- forwarding alone (nginx `proxy_pass`, kept-alive upstream, no other work) "
+                  f"adds {hop['p50_us'] - direct['p50_us']:.0f} µs at p50: the extra hop's "
+                  "share of that")
         if "inside_mean_us" in via:
             print(f"- the gateway's own histograms (cache off): {via['inside_mean_us']:.0f} µs mean "
                   f"from request to answer, of which {via['upstream_mean_us']:.0f} µs waiting for "

@@ -51,9 +51,10 @@ pub struct Fetched {
     /// The cloud's `X-Request-Id` for the call that produced this URL (shared: every request
     /// served this URL records it).
     pub upstream_request_id: Option<Arc<str>>,
-    /// The audit log's keyed hash of the URL's token, once computed, with the id of the key
-    /// it was made under: every request served this URL from the cache is audited with it.
-    audit_tag: OnceLock<(u64, [u8; 32])>,
+    /// The audit log's keyed hash of the URL's token (as hex), once computed, with the id of
+    /// the key it was made under: every request served this URL from the cache is audited with
+    /// it.
+    audit_tag: OnceLock<(u64, [u8; 64])>,
 }
 
 impl Fetched {
@@ -67,7 +68,7 @@ impl Fetched {
 
     /// The tag made under key `key_id` by `make`, computed on the first call only (a call with
     /// another key than the first makes its own and does not keep it).
-    pub fn audit_tag(&self, key_id: u64, make: impl Fn(&str) -> [u8; 32]) -> [u8; 32] {
+    pub fn audit_tag(&self, key_id: u64, make: impl Fn(&str) -> [u8; 64]) -> [u8; 64] {
         let (kept_for, tag) = *self
             .audit_tag
             .get_or_init(|| (key_id, make(self.url.expose())));

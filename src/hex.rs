@@ -3,15 +3,33 @@
 //! A lookup table rather than `format!("{:02x}")` per byte, which costs an allocation per
 //! byte on the request path.
 
+const DIGITS: &[u8; 16] = b"0123456789abcdef";
+
 /// `bytes` as lower-case hex, two digits a byte.
 pub fn lower(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);
     for b in bytes {
         out.push(DIGITS[usize::from(b >> 4)] as char);
         out.push(DIGITS[usize::from(b & 0x0f)] as char);
     }
     out
+}
+
+/// A 32-byte digest or tag as its 64 lower-case hex digits, without allocating (read them
+/// with [`digits_str`]).
+pub fn lower_32(bytes: &[u8; 32]) -> [u8; 64] {
+    let mut out = [0u8; 64];
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 0x0f)];
+    }
+    out
+}
+
+/// Digits made by [`lower_32`] as text.
+pub fn digits_str(digits: &[u8; 64]) -> &str {
+    // Hex digits are ASCII; the fallback is never taken.
+    std::str::from_utf8(digits).unwrap_or_default()
 }
 
 /// Decodes hex (either case). `None` on odd length or a non-hex character.
@@ -32,4 +50,15 @@ pub fn decode(text: &str) -> Option<Vec<u8>> {
         .chunks_exact(2)
         .map(|pair| Some((nibble(pair[0])? << 4) | nibble(pair[1])?))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn fixed_size_and_growing_hex_agree_and_decode_back() {
+        let bytes: [u8; 32] = std::array::from_fn(|i| (i as u8).wrapping_mul(37) ^ 0xa5);
+        let digits = super::lower_32(&bytes);
+        assert_eq!(super::digits_str(&digits), super::lower(&bytes));
+        assert_eq!(super::decode(super::digits_str(&digits)).unwrap(), bytes);
+    }
 }

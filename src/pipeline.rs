@@ -519,7 +519,7 @@ fn audit(
         Ok(_) => 200,
         Err(e) => e.status().as_u16(),
     };
-    let url_token_hmac = result
+    let url_token_hash = result
         .as_ref()
         .ok()
         .map(|(_, fetched)| state.audit.fetched_url_token_hash(fetched));
@@ -540,7 +540,7 @@ fn audit(
         cache: ctx.cache.map(CacheOutcome::label),
         upstream_request_id: ctx.upstream_request_id.as_deref(),
         status,
-        url_token_hmac,
+        url_token_hmac: url_token_hash.as_ref().map(crate::hex::digits_str),
     });
 }
 

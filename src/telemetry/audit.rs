@@ -60,7 +60,7 @@ pub struct AuditRecord<'a> {
     pub upstream_request_id: Option<&'a str>,
     pub status: u16,
     /// HMAC-SHA256 (hex) of the console URL's `token` parameter, for issued URLs.
-    pub url_token_hmac: Option<String>,
+    pub url_token_hmac: Option<&'a str>,
 }
 
 /// The audit log of one gateway.
@@ -182,9 +182,11 @@ impl AuditLog {
     }
 
     /// [`AuditLog::url_token_hash`] of a fetched URL, computed once per URL and key: a cached
-    /// URL is handed out (and audited) many times.
-    pub fn fetched_url_token_hash(&self, fetched: &crate::cache::Fetched) -> String {
-        crate::hex::lower(&fetched.audit_tag(self.key_id, |url| self.url_token_tag(url)))
+    /// URL is handed out (and audited) many times. Read it with [`crate::hex::digits_str`].
+    pub fn fetched_url_token_hash(&self, fetched: &crate::cache::Fetched) -> [u8; 64] {
+        fetched.audit_tag(self.key_id, |url| {
+            crate::hex::lower_32(&self.url_token_tag(url))
+        })
     }
 
     fn url_token_tag(&self, url: &str) -> [u8; 32] {
@@ -550,11 +552,11 @@ mod tests {
         let keyed = log(Some("env:BMSGW_AUDIT_UNIT_TEST_KEY_2"));
         for _ in 0..2 {
             assert_eq!(
-                random.fetched_url_token_hash(&fetched),
+                crate::hex::digits_str(&random.fetched_url_token_hash(&fetched)),
                 random.url_token_hash(url)
             );
             assert_eq!(
-                keyed.fetched_url_token_hash(&fetched),
+                crate::hex::digits_str(&keyed.fetched_url_token_hash(&fetched)),
                 keyed.url_token_hash(url)
             );
         }

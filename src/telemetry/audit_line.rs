@@ -47,7 +47,7 @@ pub fn write(record: &AuditRecord<'_>, out: &mut Vec<u8>) {
     out.extend_from_slice(b",\"status\":");
     out.extend_from_slice(itoa_u16(record.status, &mut [0; 5]));
     out.extend_from_slice(b",\"url_token_hmac\":");
-    optional(out, record.url_token_hmac.as_deref());
+    optional(out, record.url_token_hmac);
     out.push(b'}');
 }
 
@@ -179,7 +179,7 @@ mod tests {
                 cache: Some("hit"),
                 upstream_request_id: optionals[4].as_deref(),
                 status,
-                url_token_hmac: optionals[5].clone(),
+                url_token_hmac: optionals[5].as_deref(),
             };
             let mut line = Vec::new();
             write(&record, &mut line);
