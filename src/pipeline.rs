@@ -51,7 +51,7 @@ const RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
 
 /// What the phases learned about one request.
 pub struct RequestContext {
-    pub request_id: String,
+    pub request_id: RequestId,
     pub started: Instant,
     pub route: &'static str,
     pub target: Option<ConsoleTarget>,
@@ -70,7 +70,7 @@ pub struct RequestContext {
 }
 
 impl RequestContext {
-    pub(crate) fn new(request_id: String) -> RequestContext {
+    pub(crate) fn new(request_id: RequestId) -> RequestContext {
         RequestContext {
             request_id,
             started: Instant::now(),
@@ -429,9 +429,7 @@ fn respond(
     );
     // A console URL is a bearer credential: no shared cache may keep it.
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
-        headers.insert(X_REQUEST_ID, v);
-    }
+    headers.insert(X_REQUEST_ID, ctx.request_id.0.clone());
     if let Some(outcome) = ctx.cache {
         headers.insert(X_CACHE, HeaderValue::from_static(outcome.header_value()));
     }
@@ -581,16 +579,46 @@ fn record(
     );
 }
 
+/// A request's id, held as the `X-Request-Id` value it is answered with: the caller's own
+/// (a reference into the request head, no copy) or a new UUID made once.
+#[derive(Clone, Debug)]
+pub struct RequestId(HeaderValue);
+
+impl RequestId {
+    pub fn as_str(&self) -> &str {
+        // Only visible ASCII is ever held (see `request_id`), so this never falls back.
+        self.0.to_str().unwrap_or_default()
+    }
+}
+
+impl std::ops::Deref for RequestId {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Keeps the caller's `X-Request-Id` when it is a sane token (1–128 visible ASCII characters),
 /// else makes a new one.
-pub(crate) fn request_id(headers: &HeaderMap) -> String {
-    headers
-        .get("x-request-id")
-        .map(HeaderValue::as_bytes)
-        .filter(|v| !v.is_empty() && v.len() <= 128 && v.iter().all(|b| (0x21..=0x7e).contains(b)))
-        .and_then(|v| std::str::from_utf8(v).ok())
-        .map(str::to_string)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string())
+pub(crate) fn request_id(headers: &HeaderMap) -> RequestId {
+    let sane = headers.get(X_REQUEST_ID).filter(|v| {
+        let bytes = v.as_bytes();
+        !bytes.is_empty() && bytes.len() <= 128 && bytes.iter().all(|b| (0x21..=0x7e).contains(b))
+    });
+    if let Some(value) = sane {
+        return RequestId(value.clone());
+    }
+    let mut text = uuid::Uuid::encode_buffer();
+    let text = uuid::Uuid::new_v4().simple().encode_lower(&mut text);
+    // 32 hex digits are always a valid header value.
+    RequestId(HeaderValue::from_str(text).unwrap_or(HeaderValue::from_static("-")))
 }
 
 /// Counts a request in the in-flight gauge for as long as it lives, even if the client goes
