@@ -9,6 +9,8 @@
 //! day formatted once a second rather than once a record.
 
 use std::cell::Cell;
+use std::fmt::Write as _;
+use std::io::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::audit::AuditRecord;
@@ -45,23 +47,11 @@ pub fn write(record: &AuditRecord<'_>, out: &mut Vec<u8>) {
     out.extend_from_slice(b",\"upstream_request_id\":");
     optional(out, record.upstream_request_id);
     out.extend_from_slice(b",\"status\":");
-    out.extend_from_slice(itoa_u16(record.status, &mut [0; 5]));
+    // Writing into a Vec cannot fail.
+    let _ = write!(out, "{}", record.status);
     out.extend_from_slice(b",\"url_token_hmac\":");
     optional(out, record.url_token_hmac);
     out.push(b'}');
-}
-
-/// The decimal digits of `n`, in `buf`.
-fn itoa_u16(mut n: u16, buf: &mut [u8; 5]) -> &[u8] {
-    let mut start = buf.len();
-    loop {
-        start -= 1;
-        buf[start] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            return &buf[start..];
-        }
-    }
 }
 
 thread_local! {
@@ -93,15 +83,11 @@ fn rfc3339(seconds: u64, nanos: u32) -> String {
     // `format_second` made ASCII digits and separators only.
     out.push_str(std::str::from_utf8(&date_time).unwrap_or_default());
     if nanos != 0 {
-        let mut digits = [0u8; 9];
-        let mut n = nanos;
-        for slot in digits.iter_mut().rev() {
-            *slot = b'0' + (n % 10) as u8;
-            n /= 10;
+        // Nine digits, then the trailing zeros off (a non-zero fraction keeps at least one).
+        let _ = write!(out, ".{nanos:09}");
+        while out.ends_with('0') {
+            out.pop();
         }
-        let kept = 9 - digits.iter().rev().take_while(|&&d| d == b'0').count();
-        out.push('.');
-        out.push_str(std::str::from_utf8(&digits[..kept]).unwrap_or_default());
     }
     out.push('Z');
     out
