@@ -8,20 +8,25 @@ const DIGITS: &[u8; 16] = b"0123456789abcdef";
 /// `bytes` as lower-case hex, two digits a byte.
 pub fn lower(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(DIGITS[usize::from(b >> 4)] as char);
-        out.push(DIGITS[usize::from(b & 0x0f)] as char);
+    for &b in bytes {
+        let [high, low] = digit_pair(b);
+        out.push(char::from(high));
+        out.push(char::from(low));
     }
     out
+}
+
+/// One byte's two hex digits.
+fn digit_pair(b: u8) -> [u8; 2] {
+    [DIGITS[usize::from(b >> 4)], DIGITS[usize::from(b & 0x0f)]]
 }
 
 /// A 32-byte digest or tag as its 64 lower-case hex digits, without allocating (read them
 /// with [`digits_str`]).
 pub fn lower_32(bytes: &[u8; 32]) -> [u8; 64] {
     let mut out = [0u8; 64];
-    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
-        pair[0] = DIGITS[usize::from(b >> 4)];
-        pair[1] = DIGITS[usize::from(b & 0x0f)];
+    for (pair, &b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair.copy_from_slice(&digit_pair(b));
     }
     out
 }
