@@ -30,3 +30,4 @@ pub mod strict_json;
 pub mod telemetry;
 pub mod tls;
 pub mod upstream;
+pub mod write_batching;

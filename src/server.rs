@@ -28,6 +28,7 @@ use crate::secret::SecretRef;
 use crate::sim;
 use crate::state::Gateway;
 use crate::tls::TlsState;
+use crate::write_batching::BatchedWrites;
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -330,6 +331,7 @@ async fn serve<F, Fut>(
             continue;
         };
         let _ = stream.set_nodelay(true);
+        let stream = BatchedWrites::new(stream);
         let handler = handler.clone();
         let builder = builder.clone();
         let tls = listener.tls.clone();
