@@ -44,10 +44,6 @@ impl<S> BatchedWrites<S> {
         }
     }
 
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
     /// Whether to hold this write; if so, the task is already scheduled again.
     fn hold(&mut self, cx: &mut Context<'_>) -> bool {
         if std::mem::take(&mut self.held) || !self.read_since_write {
