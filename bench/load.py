@@ -31,6 +31,9 @@ ISSUER = "https://idp.bench.invalid"
 AUDIENCE = "bms-console-gateway"
 BODY = '{"remote_console":{"protocol":"serial","type":"serial"}}'
 PROXY_CORE, LOAD_CORE = "0", "1"
+# server.busy_poll_us of the busy-polling gateway runs: long enough to bridge the gaps between
+# requests at the open-loop rate, so the runtime never sleeps while the run lasts.
+BUSY_POLL_US = 2000
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -210,6 +213,28 @@ def open_loop(target, token, rate, seconds, connections, logdir, path):
         target.stop()
 
 
+def one_at_a_time(targets, tokens, servers, seconds, rounds, logdir):
+    """Cache-off latency with no queueing at all: wrk over one keep-alive connection, each
+    request sent when the previous answer arrived. The open-loop runs mix the hop's cost with
+    queueing behind the requests that arrived together; this isolates the hop and the work."""
+    runs = {}
+    for round_no in range(rounds):
+        for t in targets:
+            if t.command:
+                t.start(logdir)
+            try:
+                wrk(t.port, tokens, servers, 1, 1)  # warm-up: every token verified, pools filled
+                r = wrk(t.port, tokens, servers, seconds, 1)
+            finally:
+                t.stop()
+            r["rps"] = r["requests"] / (r["duration_us"] / 1e6)
+            r["errors"] = sum(v for k, v in r.items() if k.startswith("errors_"))
+            runs.setdefault(t.name, []).append(r)
+            print(f"  [one at a time] round {round_no + 1} {t.name}: p50 {r['p50_us']:.0f} us, "
+                  f"p99 {r['p99_us']:.0f} us, errors {r['errors']}", flush=True)
+    return {name: median_run(rs) for name, rs in runs.items()}
+
+
 def redis_answers():
     """The Redis-backed gateway runs only where a Redis answers on 127.0.0.1:6379."""
     try:
@@ -233,7 +258,7 @@ def mint(config, key, kid, count, users, out):
 
 
 def gateway_config(path, port, admin, stub_port, ttl, user_limit, workdir, algorithms,
-                   redis_prefix=None):
+                   redis_prefix=None, busy_poll_us=0):
     shared = "" if redis_prefix is None else f"""
 [redis]
 url = "redis://127.0.0.1:6379"
@@ -245,6 +270,7 @@ timeout_ms = 50
 [server]
 listen = "127.0.0.1:{port}"
 admin_listen = "127.0.0.1:{admin}"
+busy_poll_us = {busy_poll_us}
 
 [auth]
 [[auth.issuers]]
@@ -361,16 +387,22 @@ def main():
                    CACHE_STORE="http-response cache-store consoles" if cache else "")
         return Target("haproxy" + ("" if cache else "-nocache"), ["haproxy", "-f", cfg], port)
 
-    def gateway(cache, redis=False):
+    def gateway(cache, redis=False, busy_poll=False):
         port, admin = free_port(), free_port()
         prefix = f"bmsgw-bench:{port}:" if redis else None
         cfg = gateway_config(os.path.join(work, f"gateway-{port}.toml"), port, admin,
                              stub_port, 30 if cache else 0, user_limit, work, ["ES256", "RS256"],
-                             prefix)
-        name = "gateway" + ("-redis" if redis else "") + ("" if cache else "-nocache")
+                             prefix, BUSY_POLL_US if busy_poll else 0)
+        name = ("gateway" + ("-redis" if redis else "") + ("" if cache else "-nocache")
+                + ("-busypoll" if busy_poll else ""))
         return Target(name, [BINARY, "serve", "--config", cfg], port, admin)
 
     static = Target("static", ["nginx", "-c", nginx_static, "-p", work], static_port)
+    # The stub's answer served from the proxy core: calling the stub directly the way a client
+    # of the gateway must reach it, across cores, where the stub itself shares the load
+    # generator's core and answers it without a cross-core wake-up.
+    far_stub = Target("stub-on-proxy-core", ["nginx", "-c", nginx_static, "-p", work],
+                      static_port)
 
     print(f"bench: minting tokens ({args.users} users, {args.fresh_tokens} fresh)", flush=True)
     mint_es = gateway_config(os.path.join(work, "mint-es.toml"), 1, 2, 3, 30, 1, work,
@@ -387,7 +419,16 @@ def main():
                             os.path.join(work, "es256-fresh.txt")),
         "rs256-fresh": mint(mint_rs, rs_key, "bench-rs256", args.fresh_tokens, args.users,
                             os.path.join(work, "rs256-fresh.txt")),
+        # One connection sends a few thousand requests a second: few enough tokens that the
+        # one-second warm-up verifies them all.
+        "es256-few": mint(mint_es, es_key, "bench-es256", 100, 100,
+                          os.path.join(work, "es256-few.txt")),
     }
+    forward_port = free_port()
+    forward_conf = fill(os.path.join(REPO, "bench", "nginx-forward.conf"),
+                        os.path.join(work, "forward.conf"), PORT=forward_port,
+                        STUB_PORT=stub_port, DIR=work)
+    forward = Target("forward-only", ["nginx", "-c", forward_conf, "-p", work], forward_port)
 
     scenarios = [
         ("es256, tokens reused, cache hit", "es256-reused", [static, haproxy(True), gateway(True)]
@@ -405,7 +446,7 @@ def main():
             stub.terminate()
             stub.wait()
             sys.exit(f"bench: no scenario title contains {args.only!r}")
-    results = {"closed_loop": {}, "open_loop": {}, "args": vars(args),
+    results = {"closed_loop": {}, "open_loop": {}, "one_at_a_time": {}, "args": vars(args),
                "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     try:
         for title, token_set, targets in scenarios:
@@ -431,15 +472,11 @@ def main():
             rate = args.rate or int(0.5 * min(hit["haproxy"]["rps"], hit["gateway"]["rps"]))
             token = open(tokens["es256-reused"]).readline().strip()
             path = f"/v1/{PROJECT}/baremetalservers/00000000-0000-4000-8000-0000000000[0-9]{{2}}/remote_console"
-            forward_port = free_port()
-            forward_conf = fill(os.path.join(REPO, "bench", "nginx-forward.conf"),
-                                os.path.join(work, "forward.conf"), PORT=forward_port,
-                                STUB_PORT=stub_port, DIR=work)
-            forward = Target("forward-only", ["nginx", "-c", forward_conf, "-p", work], forward_port)
             open_targets = [("cache hit", haproxy(True), token), ("cache hit", gateway(True), token),
                             ("cache off", Target("stub-direct", [], stub_port), None),
-                            ("cache off", forward, None),
-                            ("cache off", haproxy(False), token), ("cache off", gateway(False), token)]
+                            ("cache off", far_stub, None), ("cache off", forward, None),
+                            ("cache off", haproxy(False), token), ("cache off", gateway(False), token),
+                            ("cache off", gateway(False, busy_poll=True), token)]
             runs = {}
             for round_no in range(args.rounds):
                 for label, t, tok in open_targets:
@@ -454,6 +491,12 @@ def main():
                           f"{r['p50_us']:.0f} us, p99 {r['p99_us']:.0f} us, errors {r['errors']}",
                           flush=True)
             results["open_loop"] = {"rate": rate} | {k: median_run(v) for k, v in runs.items()}
+
+        if any("cache off" in title for title, _, _ in scenarios):
+            results["one_at_a_time"] = one_at_a_time(
+                [Target("stub-direct", [], stub_port), far_stub, forward, haproxy(False),
+                 gateway(False), gateway(False, busy_poll=True)],
+                tokens["es256-few"], args.servers, args.seconds, args.rounds, logdir)
     finally:
         for t in [static]:
             t.stop()
@@ -465,6 +508,7 @@ def main():
         json.dump(results, open(args.json, "w"), indent=2)
     errors = sum(r.get("errors", 0) for s in results["closed_loop"].values() for r in s.values())
     errors += sum(r.get("errors", 0) for k, r in results["open_loop"].items() if k != "rate")
+    errors += sum(r.get("errors", 0) for r in results["one_at_a_time"].values())
     shutil.rmtree(work, ignore_errors=True)
     if errors and args.smoke:
         # The smoke run checks that the benchmark still runs end to end, on whatever machine CI
@@ -540,6 +584,7 @@ def report(results):
             line += (f", gateway with Redis/HAProxy = "
                      f"{servers['gateway-redis']['rps'] / hp['rps']:.2f}×")
         print(line)
+    report_one_at_a_time(results["one_at_a_time"])
     ol = results["open_loop"]
     if not ol:
         return
@@ -549,21 +594,42 @@ def report(results):
     for key, r in ol.items():
         if key != "rate":
             print(f"| {key} | {r['p50_us']:.0f} | {r['p99_us']:.0f} | {r['p999_us']:.0f} |")
-    direct = ol.get("cache off: stub-direct")
-    via = ol.get("cache off: gateway-nocache")
-    if direct and via:
-        print(f"\n- gateway adds {via['p50_us'] - direct['p50_us']:.0f} µs at p50 over calling "
-              "the stub directly (cache off)")
-        hop = ol.get("cache off: forward-only")
-        if hop:
-            print(f"- forwarding alone (nginx `proxy_pass`, kept-alive upstream, no other work) "
-                  f"adds {hop['p50_us'] - direct['p50_us']:.0f} µs at p50: the extra hop's "
-                  "share of that")
-        if "inside_mean_us" in via:
-            print(f"- the gateway's own histograms (cache off): {via['inside_mean_us']:.0f} µs mean "
-                  f"from request to answer, of which {via['upstream_mean_us']:.0f} µs waiting for "
-                  f"the stub, so {via['inside_mean_us'] - via['upstream_mean_us']:.0f} µs of its "
-                  "own work and scheduling")
+    report_added({k.removeprefix("cache off: "): v for k, v in ol.items()
+                  if k.startswith("cache off: ")})
+    for name in ("gateway-nocache", "gateway-nocache-busypoll"):
+        via = ol.get(f"cache off: {name}")
+        if via and "inside_mean_us" in via:
+            print(f"- {name}'s own histograms: {via['inside_mean_us']:.0f} µs mean from request "
+                  f"to answer, of which {via['upstream_mean_us']:.0f} µs waiting for the stub, so "
+                  f"{via['inside_mean_us'] - via['upstream_mean_us']:.0f} µs of its own work and "
+                  "scheduling")
+
+
+def report_added(runs):
+    """What each cache-off server adds at p50 over calling the stub directly: on the load
+    generator's own core (no cross-core wake-up at all) and on the proxy core (the same cores a
+    request through a proxy crosses)."""
+    near, far = runs.get("stub-direct"), runs.get("stub-on-proxy-core")
+    if not near:
+        return
+    print("\n| server | adds at p50 over the stub on the load core | over the stub on the proxy core |")
+    print("|---|---:|---:|")
+    for name, r in runs.items():
+        if name.startswith("stub-"):
+            continue
+        over_far = f"{r['p50_us'] - far['p50_us']:.0f} µs" if far else "-"
+        print(f"| {name} | {r['p50_us'] - near['p50_us']:.0f} µs | {over_far} |")
+
+
+def report_one_at_a_time(runs):
+    if not runs:
+        return
+    print("\n## One request at a time (cache off; wrk, one keep-alive connection)\n")
+    print("| server | p50 µs | p99 µs | req/s |")
+    print("|---|---:|---:|---:|")
+    for name, r in runs.items():
+        print(f"| {name} | {r['p50_us']:.0f} | {r['p99_us']:.0f} | {r['rps']:.0f} |")
+    report_added(runs)
 
 
 if __name__ == "__main__":

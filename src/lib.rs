@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod auth;
 pub mod bms;
+pub mod busy_poll;
 pub mod cache;
 pub mod clock;
 pub mod config;

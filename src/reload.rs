@@ -208,5 +208,9 @@ fn restart_only_changes(running: &ServerConfig, new: &ServerConfig) -> Vec<&'sta
         "server.admin_reload",
         running.admin_reload != new.admin_reload,
     );
+    check(
+        "server.busy_poll_us",
+        running.busy_poll_us != new.busy_poll_us,
+    );
     changed
 }

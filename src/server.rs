@@ -21,6 +21,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::busy_poll::BusyPoll;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::{Config, ConfigError, ServerConfig, EMBEDDED_ENDPOINT};
 use crate::reload::{ReloadError, Reloader};
@@ -163,6 +164,17 @@ pub async fn start_with_clock(
         endpoint.clone(),
     ));
 
+    let busy_poll = (config.server.busy_poll_us > 0).then(|| {
+        let workers = tokio::runtime::Handle::current().metrics().num_workers();
+        let busy_poll = BusyPoll::new(
+            Duration::from_micros(config.server.busy_poll_us),
+            workers,
+            metrics.busy_poll_seconds.clone(),
+        );
+        busy_poll.spawn(background_stopped.clone());
+        busy_poll
+    });
+
     let (public_stop, public_stopped) = watch::channel(None);
     let public_reloader = reloader.clone();
     let public_listener = Listener {
@@ -172,6 +184,9 @@ pub async fn start_with_clock(
         metrics: metrics.clone(),
     };
     let public_task = tokio::spawn(serve(public_listener, public_stopped, move |request| {
+        if let Some(busy_poll) = &busy_poll {
+            busy_poll.note_request();
+        }
         // The gateway current when the request arrived serves all of it, across reloads.
         let state = public_reloader.current();
         async move { Ok::<_, Infallible>(crate::pipeline::handle(&state, request).await) }

@@ -290,6 +290,14 @@ fn check_config_names_file_key_and_problem() {
             &TestConfig::default().render().replace("algorithms = [\"ES256\", \"RS256\", \"EdDSA\"]", "algorithms = [\"HS256\"]"),
             "auth.issuers[0].algorithms[0]: HS256 needs a shared secret",
         ),
+        (
+            &TestConfig {
+                extra_server: "busy_poll_us = 2000000".into(),
+                ..TestConfig::default()
+            }
+            .render(),
+            "server.busy_poll_us: must be at most 1000000",
+        ),
     ];
     for (i, (text, expected)) in cases.iter().enumerate() {
         let path = dir.join(format!("case{i}.toml"));

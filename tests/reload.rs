@@ -222,7 +222,7 @@ async fn changed_listener_settings_are_ignored_with_a_warning() {
     file.write(&reloadable("", 1000));
     let h = start(&file).await;
     let mut moved = reloadable(BOB_RULE, 1000);
-    moved.extra_server = "admin_reload = true\nmax_connections = 5".into();
+    moved.extra_server = "admin_reload = true\nmax_connections = 5\nbusy_poll_us = 100".into();
     let text = absolute(&moved.render()).replace(
         "listen = \"127.0.0.1:0\"",
         &format!("listen = \"127.0.0.1:{}\"", closed_port()),
@@ -244,6 +244,7 @@ async fn changed_listener_settings_are_ignored_with_a_warning() {
     let keys = warning["keys"].as_str().unwrap();
     assert!(keys.contains("server.listen"), "{keys}");
     assert!(keys.contains("server.max_connections"), "{keys}");
+    assert!(keys.contains("server.busy_poll_us"), "{keys}");
 }
 
 #[tokio::test]

@@ -6,7 +6,7 @@
 //! users, tokens or URLs.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Counter, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
@@ -50,6 +50,8 @@ pub struct Metrics {
     pub token_cache_requests: IntCounterVec,
     pub signature_verifications: IntCounter,
     pub audit_records: IntCounterVec,
+    /// Seconds the runtime spent busy polling (`server.busy_poll_us`).
+    pub busy_poll_seconds: Counter,
     pub resilience: crate::telemetry::resilience::ResilienceMetrics,
     /// Series every served request touches, resolved once.
     hot: HotSeries,
@@ -249,6 +251,14 @@ impl Metrics {
         for result in ["success", "failure"] {
             config_reloads.with_label_values(&[result]);
         }
+        let busy_poll_seconds = Counter::new(
+            "bmsgw_busy_poll_seconds_total",
+            "Time the runtime spent polling its sockets instead of sleeping between requests (server.busy_poll_us; 0 when off).",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(busy_poll_seconds.clone()))
+            .expect("unique metric");
         let config_last_reload_success = gauge(
             &registry,
             "bmsgw_config_last_reload_success_timestamp_seconds",
@@ -410,6 +420,7 @@ impl Metrics {
             token_cache_requests,
             signature_verifications,
             audit_records,
+            busy_poll_seconds,
             resilience,
             hot,
         };
