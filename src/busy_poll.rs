@@ -4,18 +4,19 @@
 //! A gateway that sleeps whenever it has nothing to do is woken by the kernel for each packet.
 //! On a virtual machine that wake-up is slow: the idle virtual CPU was halted (a hypervisor
 //! exit), waking it is an inter-processor interrupt (another exit), and by the time it runs
-//! again its caches hold someone else's data. A request that goes to the cloud pays it twice,
-//! once when it arrives and once when the cloud answers. On the benchmark machine, one request
-//! at a time with the URL cache off, the gateway's p50 went from 168 to 101 µs with busy
-//! polling on; at 3,900 requests/s, from 303 to 256 µs (BENCHMARKS.md). HAProxy offers the same
-//! trade with its `busy-polling` directive.
+//! again its caches hold someone else's data. A cache hit waits for one such wake-up, a request
+//! that goes to the cloud for two (when it arrives and when the cloud answers). On the benchmark
+//! machine, with a window longer than the gaps between requests, a cache hit's p50 went from 155
+//! to 76 µs at 4,700 requests/s, and one request at a time with the URL cache off from 168 to
+//! 100 µs (BENCHMARKS.md, sixth run). HAProxy offers the same trade with its `busy-polling`
+//! directive.
 //!
-//! The price is a core at 100% while traffic flows, so it is off by default, and bounded: one
-//! polling task per runtime worker ([`BusyPoll::spawn`]) yields in a loop (tokio then polls
-//! the I/O driver with a zero timeout before running it again, instead of sleeping in
-//! `epoll_wait`) until no request has arrived for `busy_poll_us`; then it sleeps until the
-//! next request. The time spent polling is counted in `bmsgw_busy_poll_seconds_total` as it
-//! passes, so an operator sees what it costs.
+//! The price is up to a whole core per worker while traffic flows, so it is off by default,
+//! and bounded: one polling task per runtime worker ([`BusyPoll::spawn`]) yields in a loop
+//! (tokio then polls the I/O driver with a zero timeout before running it again, instead of
+//! sleeping in `epoll_wait`) until no request has arrived for `busy_poll_us`; then it sleeps
+//! until the next request. The time spent polling is counted in
+//! `bmsgw_busy_poll_seconds_total` as it passes, so an operator sees what it costs.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;

@@ -7,25 +7,11 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::binary::{token_now, write_config_file, GatewayProcess};
+use common::binary::{console, write_config_file, GatewayProcess};
 use common::*;
 use http::Method;
 
 const SERIES: &str = "bmsgw_busy_poll_seconds_total";
-
-async fn console(public: &str, sub: &str) -> Reply {
-    send(
-        &client(),
-        Method::POST,
-        &format!("{public}{}", console_path(PROJECT, LINUX)),
-        &[
-            ("content-type", "application/json"),
-            ("authorization", &format!("Bearer {}", token_now(sub))),
-        ],
-        BODY.to_string(),
-    )
-    .await
-}
 
 async fn polled_seconds(admin: &str) -> f64 {
     let scrape = send(

@@ -9,23 +9,9 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::binary::{serve_command, token_now, write_config_file, GatewayProcess, BIN};
+use common::binary::{console, serve_command, token_now, write_config_file, GatewayProcess, BIN};
 use common::*;
 use http::Method;
-
-async fn console(public: &str, sub: &str) -> Reply {
-    send(
-        &client(),
-        Method::POST,
-        &format!("{public}{}", console_path(PROJECT, LINUX)),
-        &[
-            ("content-type", "application/json"),
-            ("authorization", &format!("Bearer {}", token_now(sub))),
-        ],
-        BODY.to_string(),
-    )
-    .await
-}
 
 async fn get(url: &str) -> Reply {
     send(&client(), Method::GET, url, &[], String::new()).await

@@ -101,6 +101,17 @@ fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
     c
 }
 
+/// `metric`, registered.
+fn registered<M: prometheus::core::Collector + Clone + 'static>(
+    registry: &Registry,
+    metric: M,
+) -> M {
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("unique metric");
+    metric
+}
+
 fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
     let g = IntGauge::new(name, help).expect("valid metric");
     registry
@@ -251,14 +262,14 @@ impl Metrics {
         for result in ["success", "failure"] {
             config_reloads.with_label_values(&[result]);
         }
-        let busy_poll_seconds = Counter::new(
-            "bmsgw_busy_poll_seconds_total",
-            "Time the runtime spent polling its sockets instead of sleeping between requests (server.busy_poll_us; 0 when off).",
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(busy_poll_seconds.clone()))
-            .expect("unique metric");
+        let busy_poll_seconds = registered(
+            &registry,
+            Counter::new(
+                "bmsgw_busy_poll_seconds_total",
+                "Time the runtime spent polling its sockets instead of sleeping between requests (server.busy_poll_us; 0 when off).",
+            )
+            .expect("valid metric"),
+        );
         let config_last_reload_success = gauge(
             &registry,
             "bmsgw_config_last_reload_success_timestamp_seconds",

@@ -16,7 +16,8 @@ use std::time::Duration;
 use jsonwebtoken::Algorithm;
 use serde_json::Value;
 
-use super::{claims, data_dir, mint, TestConfig};
+use super::{claims, client, console_path, data_dir, mint, send, Reply, TestConfig};
+use super::{BODY, LINUX, PROJECT};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_bms-console-gateway");
 
@@ -213,6 +214,22 @@ pub fn write_config_file(tag: &str, config: &TestConfig) -> PathBuf {
     std::fs::write(&tmp, text).unwrap();
     std::fs::rename(&tmp, &path).unwrap();
     path
+}
+
+/// The console of the Linux test server, asked of the gateway at `public` (`http://host:port`)
+/// by `sub` with a token valid now.
+pub async fn console(public: &str, sub: &str) -> Reply {
+    send(
+        &client(),
+        http::Method::POST,
+        &format!("{public}{}", console_path(PROJECT, LINUX)),
+        &[
+            ("content-type", "application/json"),
+            ("authorization", &format!("Bearer {}", token_now(sub))),
+        ],
+        BODY.to_string(),
+    )
+    .await
 }
 
 /// A token for `sub` valid now on the real clock (a child process has no injected one).
