@@ -52,7 +52,8 @@ async fn busy_polling_is_off_by_default() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn busy_polling_runs_while_requests_come_and_stops_when_they_stop() {
     let config = TestConfig {
-        extra_server: "busy_poll_us = 20000".into(),
+        // 100 ms: long enough to bridge a busy test machine's slowest gaps between requests.
+        extra_server: "busy_poll_us = 100000".into(),
         ..TestConfig::default()
     };
     let gateway = GatewayProcess::serve(&write_config_file("busy-poll-on", &config));
