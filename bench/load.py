@@ -8,7 +8,8 @@ results.
 
 Closed loop (wrk, keep-alive connections, a fixed duration) measures maximum throughput, CPU per
 request and latency under saturation; open loop (oha at a fixed rate with latency correction)
-measures latency below the knee, where closed-loop numbers understate queueing.
+measures latency below the knee, where closed-loop numbers understate queueing; one request at
+a time (wrk over one connection, cache off) measures the hop and the work with no queueing.
 """
 
 import argparse
