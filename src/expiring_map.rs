@@ -2,10 +2,11 @@
 //! store behind the rate limiter (user → TAT), the verified-token cache (digest → caller) and
 //! the console-URL cache (server → URL).
 //!
-//! Sixteen mutex-guarded shards keep lookups short and uncontended. Nothing runs in the
-//! background: entries at or past their instant are swept out whenever a shard has doubled
-//! since its last sweep, so the cost per insert stays constant on average. A shard full of
-//! live entries forgets a quarter of them; every user of this map is a cache or a limiter
+//! Sixteen mutex-guarded shards keep lookups short and uncontended (fewer for a small map, so
+//! that each shard holds a useful number of entries). Nothing runs in the background: entries
+//! at or past their instant are swept out whenever a shard has doubled since its last sweep,
+//! so the cost per insert stays constant on average. A shard full of live entries forgets a
+//! quarter of them before it takes a new one; every user of this map is a cache or a limiter
 //! for which forgetting is safe (a cache refetches, a limiter forgets in the caller's favour).
 //! Time is whatever unit the owner uses, passed in, so tests can drive it.
 
@@ -15,11 +16,16 @@ use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::{Mutex, MutexGuard};
 
 const SHARDS: usize = 16;
+/// A map is split into fewer shards when it would otherwise give a shard fewer entries than
+/// this: a one-entry shard would forget an entry whenever a second key hashed to it.
+const MIN_SHARD_ENTRIES: u64 = 64;
 /// A shard is not swept before it holds this many entries (sweeping tiny maps is pure cost).
 const MIN_SWEEP_LEN: usize = 1024;
 
 pub struct ExpiringMap<K, V, S> {
     shards: Box<[Mutex<Shard<K, V, S>>]>,
+    /// The shard count less one (a power of two): picks a shard with a mask, not a division.
+    shard_mask: usize,
     hasher: S,
 }
 
@@ -31,12 +37,15 @@ struct Shard<K, V, S> {
 }
 
 impl<K: Hash + Eq, V, S: BuildHasher + Clone> ExpiringMap<K, V, S> {
-    /// Holds at most about `max_entries` entries (at least one per shard).
+    /// Holds at most about `max_entries` entries (at least one).
     pub fn new(max_entries: u64, hasher: S) -> ExpiringMap<K, V, S> {
-        let per_shard = usize::try_from(max_entries / SHARDS as u64)
+        // The largest power of two up to 16 that leaves each shard MIN_SHARD_ENTRIES.
+        let wanted = (max_entries / MIN_SHARD_ENTRIES).clamp(1, SHARDS as u64);
+        let shard_count = 1usize << wanted.ilog2();
+        let per_shard = usize::try_from(max_entries.div_ceil(shard_count as u64))
             .unwrap_or(usize::MAX)
             .max(1);
-        let shards = (0..SHARDS)
+        let shards = (0..shard_count)
             .map(|_| {
                 Mutex::new(Shard {
                     entries: HashMap::with_hasher(hasher.clone()),
@@ -45,7 +54,11 @@ impl<K: Hash + Eq, V, S: BuildHasher + Clone> ExpiringMap<K, V, S> {
                 })
             })
             .collect();
-        ExpiringMap { shards, hasher }
+        ExpiringMap {
+            shards,
+            shard_mask: shard_count - 1,
+            hasher,
+        }
     }
 
     /// The entry for `key` and its instant, however old (the caller decides what is fresh).
@@ -61,8 +74,8 @@ impl<K: Hash + Eq, V, S: BuildHasher + Clone> ExpiringMap<K, V, S> {
     /// Stores `value` for `key` until `expires_at`; `now` drives the sweep.
     pub fn insert(&self, key: K, expires_at: u64, value: V, now: u64) {
         let mut shard = self.shard(&key);
+        shard.make_room(now);
         shard.entries.insert(key, (expires_at, value));
-        shard.sweep_if_grown(now);
     }
 
     /// Reads and rewrites the instant of `key` under its shard's lock: `decide` gets the current
@@ -79,8 +92,8 @@ impl<K: Hash + Eq, V, S: BuildHasher + Clone> ExpiringMap<K, V, S> {
         let mut shard = self.shard(&key);
         let (answer, store) = decide(shard.entries.get(&key).map(|(at, _)| *at));
         if let Some(expires_at) = store {
+            shard.make_room(now);
             shard.entries.insert(key, (expires_at, V::default()));
-            shard.sweep_if_grown(now);
         }
         answer
     }
@@ -112,7 +125,7 @@ impl<K: Hash + Eq, V, S: BuildHasher + Clone> ExpiringMap<K, V, S> {
         // Middle bits pick the shard: the map inside uses the low bits (bucket) and the top
         // seven (control byte), which must stay varied within a shard.
         let hash = self.hasher.hash_one(key);
-        lock(&self.shards[(hash >> 32) as usize % SHARDS])
+        lock(&self.shards[(hash >> 32) as usize & self.shard_mask])
     }
 }
 
@@ -121,16 +134,21 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl<K: Hash + Eq, V, S: BuildHasher> Shard<K, V, S> {
-    fn sweep_if_grown(&mut self, now: u64) {
-        if self.entries.len() <= self.sweep_at {
+    /// Called before an entry goes in: once the shard has grown to its sweep mark, drops the
+    /// expired entries, and if the shard is still full, forgets enough live ones that it holds
+    /// three quarters of its capacity with the new entry. The new entry is never the one
+    /// forgotten, since it is not in yet.
+    fn make_room(&mut self, now: u64) {
+        if self.entries.len() < self.sweep_at {
             return;
         }
         self.entries.retain(|_, (expires_at, _)| *expires_at > now);
         if self.entries.len() >= self.max_entries {
-            let mut keep = self.max_entries - self.max_entries / 4;
+            let mut keep = (self.max_entries - self.max_entries / 4).saturating_sub(1);
             self.entries.retain(|_, _| {
+                let kept = keep > 0;
                 keep = keep.saturating_sub(1);
-                keep > 0
+                kept
             });
         }
         let len = self.entries.len();
@@ -186,6 +204,41 @@ mod tests {
         assert_eq!(map.get("a"), None);
         map.clear();
         assert!(map.is_empty());
+    }
+
+    #[test]
+    fn a_small_map_holds_as_many_entries_as_it_was_given() {
+        // Sixteen shards of one entry each would forget whenever two of the ten keys met.
+        let map = ExpiringMap::new(10, RandomState::new());
+        for i in 0..10u32 {
+            map.insert(i, 100, i, 0);
+        }
+        assert!((0..10u32).all(|i| map.get(&i) == Some((100, i))));
+    }
+
+    #[test]
+    fn a_full_shard_forgets_a_quarter_and_keeps_the_entry_going_in() {
+        // 64 entries: one shard.
+        let map = ExpiringMap::new(64, RandomState::new());
+        for i in 0..64u32 {
+            map.insert(i, 100, (), 0);
+        }
+        assert_eq!(map.len(), 64);
+        map.insert(64, 100, (), 0);
+        assert_eq!(
+            map.len(),
+            48,
+            "three quarters of 64, the new entry among them"
+        );
+        assert_eq!(map.get(&64), Some((100, ())));
+        // The same for a key written through `update`.
+        for i in 65..81u32 {
+            map.insert(i, 100, (), 0);
+        }
+        assert_eq!(map.len(), 64);
+        assert_eq!(map.update(81, 0, |at| (at, Some(100))), None);
+        assert_eq!(map.len(), 48);
+        assert_eq!(map.get(&81), Some((100, ())));
     }
 
     #[test]
