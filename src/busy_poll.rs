@@ -112,18 +112,14 @@ impl BusyPoll {
                 if !done {
                     continue;
                 }
-                if stopping {
-                    break;
-                }
                 // A request that came after the last look but before this store found the
                 // poller still polling and did not wake it: look once more.
                 state.polling.store(false, Ordering::SeqCst);
-                if self.requests.load(Ordering::SeqCst) == seen {
+                if stopping || self.requests.load(Ordering::SeqCst) == seen {
                     break;
                 }
                 state.polling.store(true, Ordering::SeqCst);
             }
-            state.polling.store(false, Ordering::SeqCst);
         }
     }
 }

@@ -23,9 +23,8 @@ const MIN_SHARD_ENTRIES: u64 = 64;
 const MIN_SWEEP_LEN: usize = 1024;
 
 pub struct ExpiringMap<K, V, S> {
+    /// A power of two of them, so a shard is picked with a mask.
     shards: Box<[Mutex<Shard<K, V, S>>]>,
-    /// The shard count less one (a power of two): picks a shard with a mask, not a division.
-    shard_mask: usize,
     hasher: S,
 }
 
@@ -54,11 +53,7 @@ impl<K: Hash + Eq, V, S: BuildHasher + Clone> ExpiringMap<K, V, S> {
                 })
             })
             .collect();
-        ExpiringMap {
-            shards,
-            shard_mask: shard_count - 1,
-            hasher,
-        }
+        ExpiringMap { shards, hasher }
     }
 
     /// The entry for `key` and its instant, however old (the caller decides what is fresh).
@@ -125,7 +120,7 @@ impl<K: Hash + Eq, V, S: BuildHasher + Clone> ExpiringMap<K, V, S> {
         // Middle bits pick the shard: the map inside uses the low bits (bucket) and the top
         // seven (control byte), which must stay varied within a shard.
         let hash = self.hasher.hash_one(key);
-        lock(&self.shards[(hash >> 32) as usize & self.shard_mask])
+        lock(&self.shards[(hash >> 32) as usize & (self.shards.len() - 1)])
     }
 }
 
