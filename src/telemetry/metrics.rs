@@ -71,37 +71,7 @@ struct HotSeries {
     rate_limit: [[IntCounter; 2]; 2],
 }
 
-fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
-    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
-    registry
-        .register(Box::new(g.clone()))
-        .expect("unique metric");
-    g
-}
-
-/// Redis round trips on a healthy network take well under a millisecond; the top buckets show
-/// calls that ran into `redis.timeout_ms`.
-const REDIS_BUCKETS: &[f64] = &[
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
-];
-
-fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-    registry
-        .register(Box::new(c.clone()))
-        .expect("unique metric");
-    c
-}
-
-fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
-    let c = IntCounter::new(name, help).expect("valid metric");
-    registry
-        .register(Box::new(c.clone()))
-        .expect("unique metric");
-    c
-}
-
-/// `metric`, registered.
+/// `metric`, registered: every collector of the gateway is made through this.
 fn registered<M: prometheus::core::Collector + Clone + 'static>(
     registry: &Registry,
     metric: M,
@@ -112,24 +82,53 @@ fn registered<M: prometheus::core::Collector + Clone + 'static>(
     metric
 }
 
+pub(super) fn gauge_vec(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> IntGaugeVec {
+    registered(
+        registry,
+        IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"),
+    )
+}
+
+/// Redis round trips on a healthy network take well under a millisecond; the top buckets show
+/// calls that ran into `redis.timeout_ms`.
+const REDIS_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+];
+
+pub(super) fn counter_vec(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> IntCounterVec {
+    registered(
+        registry,
+        IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"),
+    )
+}
+
+fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    registered(registry, IntCounter::new(name, help).expect("valid metric"))
+}
+
 fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
-    let g = IntGauge::new(name, help).expect("valid metric");
-    registry
-        .register(Box::new(g.clone()))
-        .expect("unique metric");
-    g
+    registered(registry, IntGauge::new(name, help).expect("valid metric"))
 }
 
 fn histogram_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
-    let h = HistogramVec::new(
-        HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()),
-        labels,
+    registered(
+        registry,
+        HistogramVec::new(
+            HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()),
+            labels,
+        )
+        .expect("valid metric"),
     )
-    .expect("valid metric");
-    registry
-        .register(Box::new(h.clone()))
-        .expect("unique metric");
-    h
 }
 
 impl Metrics {
@@ -149,14 +148,11 @@ impl Metrics {
             "Time from request head received to response ready, by route.",
             &["route"],
         );
-        let in_flight = IntGauge::new(
+        let in_flight = gauge(
+            &registry,
             "bmsgw_http_requests_in_flight",
             "Requests being handled on the public listener.",
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(in_flight.clone()))
-            .expect("unique metric");
+        );
         let auth_failures = counter_vec(
             &registry,
             "bmsgw_auth_failures_total",
@@ -197,25 +193,17 @@ impl Metrics {
             "Calls to the BMS API that failed, by account and kind (connect, timeout, bad_response, credentials_rejected, throttled).",
             &["account", "kind"],
         );
-        let ready = IntGauge::new(
+        let ready = gauge(
+            &registry,
             "bmsgw_ready",
             "1 when keys and credentials are loaded and the gateway serves requests.",
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(ready.clone()))
-            .expect("unique metric");
-        let build_info = IntGaugeVec::new(
-            Opts::new(
-                "bmsgw_build_info",
-                "Build information; the value is always 1.",
-            ),
+        );
+        let build_info = gauge_vec(
+            &registry,
+            "bmsgw_build_info",
+            "Build information; the value is always 1.",
             &["version"],
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(build_info.clone()))
-            .expect("unique metric");
+        );
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
@@ -276,18 +264,18 @@ impl Metrics {
             "Unix time of the last successful config load (start-up or reload).",
         );
 
-        let redis_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "bmsgw_redis_command_duration_seconds",
-                "Duration of calls to the shared Redis, by command (rate_limit, cache_read, cache_store, cache_unlock, ping); timed-out calls count at the timeout.",
+        let redis_duration = registered(
+            &registry,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "bmsgw_redis_command_duration_seconds",
+                    "Duration of calls to the shared Redis, by command (rate_limit, cache_read, cache_store, cache_unlock, ping); timed-out calls count at the timeout.",
+                )
+                .buckets(REDIS_BUCKETS.to_vec()),
+                &["command"],
             )
-            .buckets(REDIS_BUCKETS.to_vec()),
-            &["command"],
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(redis_duration.clone()))
-            .expect("unique metric");
+            .expect("valid metric"),
+        );
         for command in [
             "rate_limit",
             "cache_read",

@@ -3,7 +3,9 @@
 //! cache. Every series is labelled by the account's configured name (a bounded set) and,
 //! where there is one, a reason from a fixed list.
 
-use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{IntCounterVec, IntGaugeVec, Registry};
+
+use super::metrics::{counter_vec, gauge_vec};
 
 /// Why a request was answered without calling the cloud.
 pub const SHORT_CIRCUIT_REASONS: [&str; 5] = [
@@ -26,74 +28,58 @@ pub struct ResilienceMetrics {
     pub negative_cache_hits: IntCounterVec,
 }
 
-fn counters(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-    registry
-        .register(Box::new(c.clone()))
-        .expect("unique metric");
-    c
-}
-
-fn gauges(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
-    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
-    registry
-        .register(Box::new(g.clone()))
-        .expect("unique metric");
-    g
-}
-
 impl ResilienceMetrics {
     pub fn new(registry: &Registry, accounts: &[String]) -> ResilienceMetrics {
         let m = ResilienceMetrics {
-            retries: counters(
+            retries: counter_vec(
                 registry,
                 "bmsgw_upstream_retries_total",
                 "BMS calls repeated after a transient failure (connect error, reset, 502/503/504, BMS.0212), by account.",
                 &["account"],
             ),
-            short_circuits: counters(
+            short_circuits: counter_vec(
                 registry,
                 "bmsgw_upstream_short_circuits_total",
                 "Requests answered without calling the cloud, by account and reason (breaker_open, credentials_paused, throttle_backoff, quota_exhausted, no_token).",
                 &["account", "reason"],
             ),
-            breaker_state: gauges(
+            breaker_state: gauge_vec(
                 registry,
                 "bmsgw_upstream_breaker_state",
                 "Circuit breaker state per account endpoint (0 = primary, 1.. = fallbacks): 0 closed, 1 open, 2 half-open.",
                 &["account", "endpoint"],
             ),
-            credentials_paused: gauges(
+            credentials_paused: gauge_vec(
                 registry,
                 "bmsgw_upstream_credentials_paused",
                 "1 while an account is paused after consecutive 401s (lockout protection).",
                 &["account"],
             ),
-            quota_waits: counters(
+            quota_waits: counter_vec(
                 registry,
                 "bmsgw_upstream_quota_waits_total",
                 "Requests that waited for the account's upstream rate cap, by account and result (sent, refused).",
                 &["account", "result"],
             ),
-            iam_refreshes: counters(
+            iam_refreshes: counter_vec(
                 registry,
                 "bmsgw_iam_token_refreshes_total",
                 "IAM token requests, by account and result (success, failure).",
                 &["account", "result"],
             ),
-            iam_token_expiry: gauges(
+            iam_token_expiry: gauge_vec(
                 registry,
                 "bmsgw_iam_token_expiry_timestamp_seconds",
                 "Unix time at which the account's current IAM token expires (0 without one).",
                 &["account"],
             ),
-            secret_reloads: counters(
+            secret_reloads: counter_vec(
                 registry,
                 "bmsgw_secret_reloads_total",
                 "Secret files re-read after they changed, by account and result (success, failure: the old secret stays in use).",
                 &["account", "result"],
             ),
-            negative_cache_hits: counters(
+            negative_cache_hits: counter_vec(
                 registry,
                 "bmsgw_negative_cache_hits_total",
                 "Cloud errors answered from memory (BMS.0395, BMS.0040), by code.",
