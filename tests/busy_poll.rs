@@ -1,13 +1,16 @@
 //! Busy polling (`server.busy_poll_us`) through the real binary: off by default; when on, the
 //! runtime polls while requests keep coming (counted in `bmsgw_busy_poll_seconds_total` as it
 //! goes) and goes back to sleep once they stop, which the kernel's count of the process's CPU
-//! time confirms.
+//! time confirms. On several cores (the multi-threaded runtime, a poller per worker) and pinned
+//! to one (the current-thread runtime, as the benchmark runs it).
 
 mod common;
 
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::binary::{console, write_config_file, GatewayProcess};
+use common::binary::{console, serve_command, write_config_file, GatewayProcess, BIN};
 use common::*;
 use http::Method;
 
@@ -41,22 +44,70 @@ fn cpu_seconds(pid: u32) -> f64 {
     ticks as f64 / per_second
 }
 
+/// Sends requests one after another for `length`, and returns the polled seconds of the last
+/// scrape made while they came.
+async fn requests_for(gateway: &GatewayProcess, length: Duration) -> f64 {
+    let started = Instant::now();
+    let mut counted = 0.0;
+    while started.elapsed() < length {
+        assert_eq!(console(&gateway.public, "alice").await.status, 200);
+        counted = polled_seconds(&gateway.admin).await;
+    }
+    counted
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn busy_polling_is_off_by_default() {
-    let config = write_config_file("busy-poll-off", &TestConfig::default());
-    let gateway = GatewayProcess::serve(&config);
-    assert_eq!(console(&gateway.public, "alice").await.status, 200);
-    assert_eq!(polled_seconds(&gateway.admin).await, 0.0);
+    let gateway =
+        GatewayProcess::serve(&write_config_file("busy-poll-off", &TestConfig::default()));
+    // Long enough for a polling gateway to count: it adds its time every 10 ms, and the tests
+    // below see it counted within the same stretch of requests.
+    assert_eq!(
+        requests_for(&gateway, Duration::from_millis(200)).await,
+        0.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn busy_polling_runs_while_requests_come_and_stops_when_they_stop() {
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    polls_while_requests_come_and_sleeps_after("busy-poll-on", serve_command, workers).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_single_core_busy_polling_runs_while_requests_come_and_stops_when_they_stop() {
+    polls_while_requests_come_and_sleeps_after(
+        "busy-poll-one-core",
+        |config| {
+            let mut command = Command::new("taskset");
+            command.args([
+                "-c",
+                "0",
+                BIN,
+                "serve",
+                "--config",
+                config.to_str().unwrap(),
+            ]);
+            command
+        },
+        1,
+    )
+    .await;
+}
+
+/// The gateway started by `serve` with busy polling on, whose runtime has `workers` workers
+/// (one poller each).
+async fn polls_while_requests_come_and_sleeps_after(
+    tag: &str,
+    serve: impl Fn(&Path) -> Command,
+    workers: usize,
+) {
     let config = TestConfig {
         // 100 ms: long enough to bridge a busy test machine's slowest gaps between requests.
         extra_server: "busy_poll_us = 100000".into(),
         ..TestConfig::default()
     };
-    let gateway = GatewayProcess::serve(&write_config_file("busy-poll-on", &config));
+    let gateway = GatewayProcess::serve_command(serve(&write_config_file(tag, &config)));
     assert_eq!(
         polled_seconds(&gateway.admin).await,
         0.0,
@@ -67,13 +118,8 @@ async fn busy_polling_runs_while_requests_come_and_stops_when_they_stop() {
     // counter moves while they come, not only once they stop.
     let traffic = Duration::from_millis(500);
     let started = Instant::now();
-    let mut counted_during_traffic = 0.0;
-    while started.elapsed() < traffic {
-        assert_eq!(console(&gateway.public, "alice").await.status, 200);
-        counted_during_traffic = polled_seconds(&gateway.admin).await;
-    }
     assert!(
-        counted_during_traffic > 0.0,
+        requests_for(&gateway, traffic).await > 0.0,
         "no polling counted while requests came"
     );
 
@@ -94,14 +140,13 @@ async fn busy_polling_runs_while_requests_come_and_stops_when_they_stop() {
     }
     // At least most of the traffic window (the machine may have been slow to answer some
     // requests, and a gap longer than busy_poll_us ends a stint), and at most the time since
-    // the first request for each of the runtime's workers (one poller each).
+    // the first request for each of the runtime's workers.
     assert!(
         last >= traffic.as_secs_f64() * 0.5,
         "polled {last} s over {traffic:?} of traffic"
     );
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     assert!(
-        last <= started.elapsed().as_secs_f64() * workers,
+        last <= started.elapsed().as_secs_f64() * workers as f64,
         "polled {last} s, more than {workers} workers could in {:?}",
         started.elapsed()
     );

@@ -16,8 +16,9 @@ use std::time::Duration;
 use jsonwebtoken::Algorithm;
 use serde_json::Value;
 
-use super::{claims, client, console_path, data_dir, mint, send, Reply, TestConfig};
-use super::{BODY, LINUX, PROJECT};
+use super::{
+    claims, client, console_path, data_dir, mint, send, Reply, TestConfig, BODY, LINUX, PROJECT,
+};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_bms-console-gateway");
 
