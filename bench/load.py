@@ -123,7 +123,10 @@ def wrk(port, tokens_file, servers, seconds, connections):
         capture_output=True, text=True, check=True,
     ).stdout
     line = next(l for l in out.splitlines() if l.startswith("BENCH-JSON "))
-    return json.loads(line[len("BENCH-JSON "):])
+    result = json.loads(line[len("BENCH-JSON "):])
+    result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
+    result["errors"] = sum(v for k, v in result.items() if k.startswith("errors_"))
+    return result
 
 
 def warm_up(port, warm_tokens, servers, connections):
@@ -144,10 +147,8 @@ def closed_loop(target, tokens, warm_tokens, servers, seconds, connections, logd
         cpu0 = process_tree_cpu_seconds(target.proc.pid)
         result = wrk(target.port, tokens, servers, seconds, connections)
         cpu = process_tree_cpu_seconds(target.proc.pid) - cpu0
-        result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
         result["cpu_us_per_request"] = cpu * 1e6 / max(result["requests"], 1)
         result["rss_mib"] = rss_mib(target.proc.pid)
-        result["errors"] = sum(v for k, v in result.items() if k.startswith("errors_"))
         return result
     finally:
         target.stop()
@@ -228,8 +229,6 @@ def one_at_a_time(targets, tokens, servers, seconds, rounds, logdir):
                 r = wrk(t.port, tokens, servers, seconds, 1)
             finally:
                 t.stop()
-            r["rps"] = r["requests"] / (r["duration_us"] / 1e6)
-            r["errors"] = sum(v for k, v in r.items() if k.startswith("errors_"))
             runs.setdefault(t.name, []).append(r)
             print(f"  [one at a time] round {round_no + 1} {t.name}: p50 {r['p50_us']:.0f} us, "
                   f"p99 {r['p99_us']:.0f} us, errors {r['errors']}", flush=True)
