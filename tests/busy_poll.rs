@@ -10,7 +10,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::binary::{console, serve_command, write_config_file, GatewayProcess, BIN};
+use common::binary::{
+    console, serve_command, serve_command_on_one_core, write_config_file, GatewayProcess,
+};
 use common::*;
 use http::Method;
 
@@ -76,23 +78,8 @@ async fn busy_polling_runs_while_requests_come_and_stops_when_they_stop() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_a_single_core_busy_polling_runs_while_requests_come_and_stops_when_they_stop() {
-    polls_while_requests_come_and_sleeps_after(
-        "busy-poll-one-core",
-        |config| {
-            let mut command = Command::new("taskset");
-            command.args([
-                "-c",
-                "0",
-                BIN,
-                "serve",
-                "--config",
-                config.to_str().unwrap(),
-            ]);
-            command
-        },
-        1,
-    )
-    .await;
+    polls_while_requests_come_and_sleeps_after("busy-poll-one-core", serve_command_on_one_core, 1)
+        .await;
 }
 
 /// The gateway started by `serve` with busy polling on, whose runtime has `workers` workers

@@ -9,7 +9,10 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::binary::{console, serve_command, token_now, write_config_file, GatewayProcess, BIN};
+use common::binary::{
+    console, serve_command, serve_command_on_one_core, token_now, write_config_file,
+    GatewayProcess, BIN,
+};
 use common::*;
 use http::Method;
 
@@ -25,19 +28,7 @@ async fn sigterm_during_load_lets_every_in_flight_request_finish_and_exits_0() {
 /// The same on one core, where the gateway runs its current-thread runtime.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_a_single_core_sigterm_during_load_lets_every_request_finish_and_exits_0() {
-    sigterm_during_load("term-one-core", |config| {
-        let mut command = Command::new("taskset");
-        command.args([
-            "-c",
-            "0",
-            BIN,
-            "serve",
-            "--config",
-            config.to_str().unwrap(),
-        ]);
-        command
-    })
-    .await;
+    sigterm_during_load("term-one-core", serve_command_on_one_core).await;
 }
 
 async fn sigterm_during_load(tag: &str, serve: impl Fn(&std::path::Path) -> Command) {

@@ -186,6 +186,21 @@ pub fn serve_command(config: &Path) -> Command {
     command
 }
 
+/// [`serve_command`] pinned to core 0 with `taskset`, where the gateway runs its
+/// current-thread runtime (as the benchmark runs it).
+pub fn serve_command_on_one_core(config: &Path) -> Command {
+    let mut command = Command::new("taskset");
+    command.args([
+        "-c",
+        "0",
+        BIN,
+        "serve",
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    command
+}
+
 impl Deref for GatewayProcess {
     type Target = Binary;
     fn deref(&self) -> &Binary {
